@@ -1,0 +1,100 @@
+//! Child processes that cannot outlive the process that started them.
+//!
+//! Each child runs under a small `sh` watchdog: it forwards SIGTERM to the child, stops the
+//! child when the starting process disappears (a panic, a kill, a Ctrl-C), and removes the
+//! child's data directory afterwards. No `unsafe` (such as `PR_SET_PDEATHSIG`) is needed.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+/// How long a child gets to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+const WATCHDOG: &str = r#"
+parent=$1; cleanup=$2; shift 2
+"$@" &
+child=$!
+stop() {
+  kill -TERM "$child" 2>/dev/null
+  i=0
+  while kill -0 "$child" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+  kill -KILL "$child" 2>/dev/null
+  wait "$child" 2>/dev/null
+  [ -n "$cleanup" ] && rm -rf "$cleanup"
+  exit 0
+}
+trap stop TERM INT HUP
+while kill -0 "$parent" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5; done
+stop
+"#;
+
+/// A child process under a watchdog; stopped (SIGTERM, then SIGKILL) when dropped.
+pub(crate) struct Supervised {
+    watchdog: Child,
+}
+
+impl Supervised {
+    /// Starts `program` with `args`, its output going to `log`; `cleanup` is removed after exit.
+    pub(crate) fn spawn(
+        program: &Path,
+        args: &[String],
+        log: &Path,
+        cleanup: Option<&Path>,
+    ) -> Result<Self> {
+        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("testenv-watchdog")
+            .arg(std::process::id().to_string())
+            .arg(
+                cleanup
+                    .map(|p| p.as_os_str().to_owned())
+                    .unwrap_or_default(),
+            )
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        Ok(Self { watchdog })
+    }
+
+    /// Whether the child (and so its watchdog) has exited.
+    pub(crate) fn has_exited(&mut self) -> bool {
+        matches!(self.watchdog.try_wait(), Ok(Some(_)))
+    }
+
+    fn stop(&mut self) {
+        if self.has_exited() {
+            return;
+        }
+        // The shell's own `kill`, so no separate kill binary is needed.
+        let _ = Command::new("sh")
+            .args(["-c", "kill -TERM \"$0\""])
+            .arg(self.watchdog.id().to_string())
+            .status();
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if self.has_exited() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.watchdog.kill();
+        let _ = self.watchdog.wait();
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,30 @@
+//! Helpers shared by the integration tests: the test binary's cluster and per-test namespaces.
+#![allow(dead_code)]
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
+use kube::api::{Api, ObjectMeta, PostParams};
+
+/// A client for this test binary's cluster (started on first use), bound to the caller's runtime.
+pub async fn client() -> Client {
+    testenv::shared().client().await.expect("kube client")
+}
+
+/// Creates a namespace of its own for one test: `<prefix>-<random>`.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let suffix: u32 = rand::random::<u32>() % 1_000_000;
+    let name = format!("{prefix}-{suffix:06}");
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some([("testenv".to_string(), "true".to_string())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("create namespace");
+    name
+}
