@@ -1,0 +1,325 @@
+//! The HTTP client for Baseten's management API: typed answers, typed errors that never carry
+//! a value or key, and a client-side rate limit below Baseten's 100 requests/s per endpoint.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// Baseten's documented base URL.
+pub const DEFAULT_BASE_URL: &str = "https://api.baseten.co";
+
+/// Requests per second Baseten allows per API key and per endpoint.
+pub const BASETEN_RATE_LIMIT_PER_SECOND: u32 = 100;
+
+/// Time allowed for one request, connection included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Time allowed to establish a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A secret as Baseten describes it. Older answers carry only `name` and `created_at`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct SecretV1 {
+    /// The secret's name as Baseten stores it.
+    pub name: String,
+    /// Creation time as Baseten wrote it.
+    pub created_at: String,
+    /// Stable id, unchanged across updates.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The team holding the secret.
+    #[serde(default)]
+    pub team_name: Option<String>,
+}
+
+/// Why a Baseten call failed. Messages name the status or the cause, never a body or a value.
+#[derive(Debug, thiserror::Error)]
+pub enum BasetenError {
+    /// The API key was refused (401) or lacks the permission (403).
+    #[error("Baseten refused the API key (HTTP {status})")]
+    Unauthorized {
+        /// 401 or 403.
+        status: u16,
+    },
+    /// Baseten rejected the request (another 4xx); retrying the same request will not help.
+    #[error("Baseten rejected the request (HTTP {status}{})", code.as_deref().map(|c| format!(", {c}")).unwrap_or_default())]
+    Rejected {
+        /// The status code.
+        status: u16,
+        /// Baseten's UPPER_SNAKE error code, when it sent one.
+        code: Option<String>,
+    },
+    /// Baseten throttled the request (429).
+    #[error("Baseten rate limit exceeded{}", retry_after.map(|d| format!("; retry after {}s", d.as_secs())).unwrap_or_default())]
+    RateLimited {
+        /// How long Baseten asked to wait, from the body or the Retry-After header.
+        retry_after: Option<Duration>,
+    },
+    /// Baseten answered with a server error (5xx).
+    #[error("Baseten is unavailable (HTTP {status})")]
+    Unavailable {
+        /// The status code.
+        status: u16,
+    },
+    /// The request did not complete: connection refused or dropped, timeout, bad answer.
+    #[error("Baseten could not be reached: {0}")]
+    Transport(&'static str),
+}
+
+impl BasetenError {
+    /// Whether retrying later can succeed without any change by the user.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited { .. } | Self::Unavailable { .. } | Self::Transport(_)
+        )
+    }
+}
+
+/// Classifies a reqwest failure by kind only: its text may contain a URL, never a value,
+/// but a fixed phrase keeps every message bounded and predictable.
+fn transport(error: &reqwest::Error) -> BasetenError {
+    BasetenError::Transport(if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else if error.is_decode() {
+        "the answer was not the expected JSON"
+    } else if error.is_body() {
+        "the connection dropped while reading the answer"
+    } else {
+        "the request failed"
+    })
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RateLimitBody {
+    retry_after: Option<f64>,
+}
+
+/// Spaces requests so that each endpoint sees at most `per_second` of them.
+#[derive(Debug)]
+struct RateLimiter {
+    interval: Duration,
+    next: Mutex<HashMap<&'static str, Instant>>,
+}
+
+impl RateLimiter {
+    fn new(per_second: u32) -> Self {
+        Self {
+            interval: Duration::from_secs(1) / per_second.max(1),
+            next: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits for this endpoint's next free slot.
+    async fn acquire(&self, endpoint: &'static str) {
+        let slot = {
+            let mut next = self.next.lock().await;
+            let now = Instant::now();
+            let slot = next.get(endpoint).copied().unwrap_or(now).max(now);
+            next.insert(endpoint, slot + self.interval);
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+/// A client for one Baseten API key.
+#[derive(Clone, Debug)]
+pub struct BasetenClient {
+    http: reqwest::Client,
+    base_url: String,
+    authorization: HeaderValue,
+    limiter: Arc<RateLimiter>,
+}
+
+impl BasetenClient {
+    /// Builds a client for `base_url` authenticating with `api_key`.
+    pub fn new(base_url: &str, api_key: &SecretString) -> anyhow::Result<Self> {
+        let mut authorization = HeaderValue::from_str(&format!(
+            "Api-Key {}",
+            api_key.expose_secret()
+        ))
+        .map_err(|_| {
+            anyhow::anyhow!("the Baseten API key contains characters not allowed in an HTTP header")
+        })?;
+        // Keeps the header out of hyper's and reqwest's debug output.
+        authorization.set_sensitive(true);
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!(
+                "baseten-secrets-operator/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .build()?;
+        Ok(Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            authorization,
+            limiter: Arc::new(RateLimiter::new(BASETEN_RATE_LIMIT_PER_SECOND)),
+        })
+    }
+
+    /// Creates or updates the secret `name` in the key's default team.
+    pub async fn upsert(&self, name: &str, value: &SecretString) -> Result<SecretV1, BasetenError> {
+        #[derive(serde::Serialize)]
+        struct Upsert<'a> {
+            name: &'a str,
+            value: &'a str,
+        }
+        let body = serde_json::to_vec(&Upsert {
+            name,
+            value: value.expose_secret(),
+        })
+        .map_err(|_| BasetenError::Transport("the request could not be encoded"))?;
+        let response = self
+            .send(Method::POST, "POST /v1/secrets", "/v1/secrets", Some(body))
+            .await?;
+        response.json::<SecretV1>().await.map_err(|e| transport(&e))
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        endpoint: &'static str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<reqwest::Response, BasetenError> {
+        self.limiter.acquire(endpoint).await;
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url))
+            .header(AUTHORIZATION, self.authorization.clone());
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let response = request.send().await.map_err(|e| transport(&e))?;
+        let status = response.status();
+        if status == StatusCode::OK {
+            return Ok(response);
+        }
+        Err(classify(response).await)
+    }
+}
+
+async fn classify(response: reqwest::Response) -> BasetenError {
+    let status = response.status();
+    let header_retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    // Bodies are parsed for the few documented fields and otherwise dropped unread.
+    let body = response.bytes().await.unwrap_or_default();
+    match status.as_u16() {
+        401 | 403 => BasetenError::Unauthorized {
+            status: status.as_u16(),
+        },
+        429 => {
+            let from_body = serde_json::from_slice::<RateLimitBody>(&body)
+                .ok()
+                .and_then(|b| b.retry_after)
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(Duration::from_secs_f64);
+            BasetenError::RateLimited {
+                retry_after: from_body.or(header_retry_after),
+            }
+        }
+        400..=499 => BasetenError::Rejected {
+            status: status.as_u16(),
+            code: serde_json::from_slice::<ErrorBody>(&body)
+                .ok()
+                .and_then(|b| b.code)
+                .filter(|c| is_error_code(c)),
+        },
+        500..=599 => BasetenError::Unavailable {
+            status: status.as_u16(),
+        },
+        other => BasetenError::Rejected {
+            status: other,
+            code: None,
+        },
+    }
+}
+
+/// Only short UPPER_SNAKE codes are repeated in messages, so a body can never smuggle text in.
+fn is_error_code(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= 64
+        && code
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_and_new_secret_shapes_both_parse() {
+        let old: SecretV1 =
+            serde_json::from_str(r#"{"name":"a","created_at":"2023-11-07T05:31:56Z"}"#).unwrap();
+        assert_eq!(old.id, None);
+        let new: SecretV1 = serde_json::from_str(
+            r#"{"id":"3kZ9xqd","name":"a","team_name":"T","created_at":"2023-11-07T05:31:56Z","extra":1}"#,
+        )
+        .unwrap();
+        assert_eq!(new.id.as_deref(), Some("3kZ9xqd"));
+        assert_eq!(new.team_name.as_deref(), Some("T"));
+    }
+
+    #[test]
+    fn only_upper_snake_codes_are_repeated() {
+        assert!(is_error_code("VALIDATION_ERROR"));
+        assert!(!is_error_code("value was hunter2"));
+        assert!(!is_error_code(""));
+    }
+
+    #[test]
+    fn transient_errors_are_the_retryable_ones() {
+        assert!(BasetenError::Unavailable { status: 503 }.is_transient());
+        assert!(BasetenError::RateLimited { retry_after: None }.is_transient());
+        assert!(BasetenError::Transport("timed out").is_transient());
+        assert!(!BasetenError::Unauthorized { status: 401 }.is_transient());
+        assert!(
+            !BasetenError::Rejected {
+                status: 400,
+                code: None
+            }
+            .is_transient()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limiter_spaces_requests_per_endpoint() {
+        let limiter = RateLimiter::new(100);
+        let start = Instant::now();
+        for _ in 0..101 {
+            limiter.acquire("POST /v1/secrets").await;
+        }
+        assert!(start.elapsed() >= Duration::from_secs(1));
+        let other = Instant::now();
+        limiter.acquire("GET /v1/secrets").await;
+        assert!(
+            other.elapsed() < Duration::from_millis(1),
+            "endpoints have their own budget"
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! The `BasetenSecret` custom resource: which key of which Secret to push to Baseten, and
+//! what Baseten answered. The doc comments here become `kubectl explain basetensecret`.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// API group of the resource.
+pub const GROUP: &str = "baseten.co";
+
+/// Annotation whose new value forces one upsert even when nothing changed.
+pub const FORCE_SYNC_ANNOTATION: &str = "baseten.co/force-sync";
+
+/// Pushes one key of a Kubernetes Secret to Baseten as a Baseten secret, and keeps it in sync.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "baseten.co",
+    version = "v1alpha1",
+    kind = "BasetenSecret",
+    plural = "basetensecrets",
+    singular = "basetensecret",
+    shortname = "bts",
+    category = "baseten",
+    namespaced,
+    status = "BasetenSecretStatus",
+    printcolumn(
+        name = "Secret",
+        type_ = "string",
+        json_path = ".spec.secretRef.name",
+        description = "Kubernetes Secret the value is read from"
+    ),
+    printcolumn(
+        name = "Key",
+        type_ = "string",
+        json_path = ".spec.secretRef.key",
+        description = "Key of that Secret"
+    ),
+    printcolumn(
+        name = "Baseten Name",
+        type_ = "string",
+        json_path = ".status.basetenName",
+        description = "Name of the Baseten secret last written"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Reason of the Ready condition"
+    ),
+    printcolumn(
+        name = "Created",
+        type_ = "string",
+        json_path = ".status.createdAt",
+        description = "When Baseten created the secret"
+    ),
+    printcolumn(
+        name = "Last Sync",
+        type_ = "date",
+        json_path = ".status.lastSyncTime",
+        description = "When the value was last written to Baseten"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BasetenSecretSpec {
+    /// The key of a Secret in the same namespace whose value is pushed to Baseten.
+    pub secret_ref: SecretKeyRef,
+
+    /// Name of the secret in Baseten. Defaults to metadata.name. Letters, digits, '-', '.'
+    /// and '_' only, at most 253 characters, not "." or "..". Baseten treats every
+    /// non-alphanumeric character as the same, so "hf_token" and "hf-token" are one secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    #[x_kube(validation = Rule::new("self != '.' && self != '..'").message("basetenName may not be '.' or '..'"))]
+    pub baseten_name: Option<String>,
+
+    /// Stops writing to Baseten while true; the status keeps what was last written.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+}
+
+/// A key of a Secret in the same namespace as the BasetenSecret.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret (a DNS subdomain). It must be in the same namespace.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+
+    /// Key within the Secret's data: letters, digits, '-', '_' and '.'.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+/// What the operator last observed and wrote.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BasetenSecretStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Current state. "Ready" is True when Baseten holds the current value of the key; its
+    /// reason is one of Synced, SecretNotFound, KeyNotFound, InvalidValue, Unauthorized,
+    /// BasetenRejected, BasetenUnavailable, RateLimited, Suspended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// Name of the Baseten secret last written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseten_name: Option<String>,
+
+    /// Baseten's stable id of the secret, when Baseten returned one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_id: Option<String>,
+
+    /// Baseten team that holds the secret, when Baseten returned one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_name: Option<String>,
+
+    /// When Baseten created the secret, exactly as Baseten returned it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+
+    /// When the value was last written to Baseten (not when it was last checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+
+    /// Keyed hash (HMAC-SHA256 under a key derived from the Baseten API key) of the Baseten
+    /// name and the value last written. It reveals nothing about the value and lets the
+    /// operator skip writes when nothing changed, also across restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_hash: Option<String>,
+
+    /// The value of the baseten.co/force-sync annotation that was last honoured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_sync_token: Option<String>,
+}
+
+impl BasetenSecret {
+    /// The Baseten name this resource targets: spec.basetenName, else metadata.name.
+    pub fn desired_baseten_name(&self) -> String {
+        self.spec
+            .baseten_name
+            .clone()
+            .or_else(|| self.metadata.name.clone())
+            .unwrap_or_default()
+    }
+
+    /// The Ready condition, if any.
+    pub fn ready_condition(&self) -> Option<&Condition> {
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+    }
+}

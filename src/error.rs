@@ -1,0 +1,35 @@
+//! The operator's one error type. Errors mean "retry later"; a user's mistake is a condition.
+
+use crate::baseten::BasetenError;
+
+/// Why a reconcile must be retried.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// A Baseten call failed in a way that may pass (5xx, network, 429).
+    #[error(transparent)]
+    Baseten(#[from] BasetenError),
+    /// The object lacks a field the API server always sets.
+    #[error("object has no {0}")]
+    MissingObjectKey(&'static str),
+}
+
+impl Error {
+    /// A fixed, bounded label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::Baseten(BasetenError::RateLimited { .. }) => "baseten_rate_limited",
+            Self::Baseten(BasetenError::Unavailable { .. }) => "baseten_unavailable",
+            Self::Baseten(BasetenError::Transport(_)) => "baseten_transport",
+            Self::Baseten(BasetenError::Unauthorized { .. }) => "baseten_unauthorized",
+            Self::Baseten(BasetenError::Rejected { .. }) => "baseten_rejected",
+            Self::MissingObjectKey(_) => "missing_object_key",
+        }
+    }
+}
+
+/// Result of operator code.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

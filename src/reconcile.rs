@@ -1,0 +1,471 @@
+//! Reconcile one BasetenSecret: read the key's value, decide whether Baseten needs a write,
+//! upsert, then record the outcome in status and, on a transition, in an event.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use rand::Rng;
+use secrecy::SecretString;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::baseten::{BasetenClient, BasetenError};
+use crate::crd::{BasetenSecret, BasetenSecretStatus, FORCE_SYNC_ANNOTATION, SecretKeyRef};
+use crate::error::{Error, Result};
+use crate::hash::HashKey;
+use crate::index::SecretIndex;
+use crate::status::{Outcome, Reason, Written, next_status};
+
+/// Field manager of the operator's status writes.
+pub const FIELD_MANAGER: &str = "baseten-secrets-operator";
+
+/// First retry delay after a transient failure.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+
+/// Longest retry delay after repeated transient failures.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// How long to wait before trying a refused API key again: it rarely fixes itself, and
+/// hammering Baseten with a bad key helps nobody. A change to the resource retries at once.
+pub const UNAUTHORIZED_RETRY: Duration = Duration::from_secs(300);
+
+/// How long to wait before trying a rejected request again.
+pub const REJECTED_RETRY: Duration = Duration::from_secs(600);
+
+/// Everything a reconcile needs.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: kube::Client,
+    /// Baseten client for the operator's API key.
+    pub baseten: BasetenClient,
+    /// Key of the synced-hash HMAC.
+    pub hash_key: HashKey,
+    /// Which BasetenSecrets read which Secret.
+    pub index: SecretIndex,
+    /// Publishes Kubernetes events.
+    pub recorder: Recorder,
+    /// Consecutive transient failures per object, for exponential backoff.
+    pub failures: Mutex<HashMap<ObjectRef<BasetenSecret>, u32>>,
+}
+
+/// Whether Baseten needs a write, decided from the status alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Baseten already holds this name and value.
+    UpToDate,
+    /// Nothing was ever written.
+    FirstWrite,
+    /// The value or the Baseten name changed since the last write.
+    Changed,
+    /// A new force-sync token asks for a write.
+    Forced,
+}
+
+/// Decides whether to write. `synced_hash` covers name and value; `force_token` is the
+/// current force-sync annotation.
+pub fn decide(
+    status: Option<&BasetenSecretStatus>,
+    baseten_name: &str,
+    synced_hash: &str,
+    force_token: Option<&str>,
+) -> Decision {
+    let Some(status) = status.filter(|s| s.synced_hash.is_some()) else {
+        return Decision::FirstWrite;
+    };
+    if status.synced_hash.as_deref() != Some(synced_hash)
+        || status.baseten_name.as_deref() != Some(baseten_name)
+    {
+        return Decision::Changed;
+    }
+    match force_token {
+        Some(token) if !token.is_empty() && status.force_sync_token.as_deref() != Some(token) => {
+            Decision::Forced
+        }
+        _ => Decision::UpToDate,
+    }
+}
+
+/// The value of a key, or why it cannot be used (a user's problem, not an error).
+pub fn extract_value(
+    secret: &Secret,
+    key_ref: &SecretKeyRef,
+    namespace: &str,
+) -> std::result::Result<SecretString, (Reason, String)> {
+    let data: Option<&ByteString> = secret.data.as_ref().and_then(|d| d.get(&key_ref.key));
+    let Some(ByteString(bytes)) = data else {
+        let mut keys: Vec<&str> = secret
+            .data
+            .iter()
+            .flat_map(|d| d.keys())
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        return Err((
+            Reason::KeyNotFound,
+            format!(
+                "Secret {namespace}/{} has no key {:?} (it has: {}); add the key or fix spec.secretRef.key",
+                key_ref.name,
+                key_ref.key,
+                if keys.is_empty() {
+                    "no keys".to_string()
+                } else {
+                    keys.join(", ")
+                }
+            ),
+        ));
+    };
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Ok(SecretString::from(text.to_string())),
+        Err(_) => Err((
+            Reason::InvalidValue,
+            format!(
+                "the value of key {:?} in Secret {namespace}/{} is not UTF-8 text; Baseten stores text only",
+                key_ref.key, key_ref.name
+            ),
+        )),
+    }
+}
+
+/// Reads the key's value; `Ok(Err(..))` is a user's problem to report in status.
+async fn read_value(
+    client: &kube::Client,
+    namespace: &str,
+    key_ref: &SecretKeyRef,
+) -> Result<std::result::Result<SecretString, (Reason, String)>> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let Some(secret) = secrets.get_opt(&key_ref.name).await? else {
+        return Ok(Err((
+            Reason::SecretNotFound,
+            format!(
+                "Secret {namespace}/{} does not exist; create it or fix spec.secretRef.name",
+                key_ref.name
+            ),
+        )));
+    };
+    Ok(extract_value(&secret, key_ref, namespace))
+}
+
+fn user_problem((reason, message): (Reason, String)) -> Outcome {
+    Outcome {
+        reason,
+        message,
+        written: None,
+        force_sync_token: None,
+    }
+}
+
+fn baseten_failure_message(error: &BasetenError, baseten_name: &str) -> String {
+    let advice = match error {
+        BasetenError::Unauthorized { .. } => {
+            "check the operator's Baseten API key; retrying every few minutes"
+        }
+        BasetenError::Rejected { .. } => "fix the resource; Baseten will not accept it as is",
+        BasetenError::RateLimited { .. } => "retrying after the rate-limit window",
+        BasetenError::Unavailable { .. } | BasetenError::Transport(_) => "retrying with backoff",
+    };
+    format!("writing Baseten secret {baseten_name:?} failed: {error}; {advice}")
+}
+
+/// Reconciles one BasetenSecret.
+pub async fn reconcile(object: Arc<BasetenSecret>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = object
+        .namespace()
+        .ok_or(Error::MissingObjectKey("namespace"))?;
+    let name = object.name_any();
+    let span = info_span!("reconcile", namespace = %namespace, name = %name);
+    apply(&object, &ctx, &namespace, &name)
+        .instrument(span)
+        .await
+}
+
+async fn apply(
+    object: &BasetenSecret,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Action> {
+    let key_ref = &object.spec.secret_ref;
+    // Registered before the read, so a Secret change after it always triggers a reconcile.
+    ctx.index.register(namespace, name, &key_ref.name);
+
+    let baseten_name = object.desired_baseten_name();
+    let mut transient: Option<BasetenError> = None;
+    let outcome = if object.spec.suspend {
+        Outcome {
+            reason: Reason::Suspended,
+            message: "spec.suspend is true; nothing is written to Baseten until it is false".into(),
+            written: None,
+            force_sync_token: None,
+        }
+    } else {
+        match read_value(&ctx.client, namespace, key_ref).await? {
+            Err(problem) => user_problem(problem),
+            Ok(value) => {
+                let synced_hash = ctx.hash_key.synced_hash(&baseten_name, &value);
+                let force_token = object.annotations().get(FORCE_SYNC_ANNOTATION).cloned();
+                let decision = decide(
+                    object.status.as_ref(),
+                    &baseten_name,
+                    &synced_hash,
+                    force_token.as_deref(),
+                );
+                debug!(?decision, "decided");
+                let synced_message = format!(
+                    "key {:?} of Secret {namespace}/{} is in Baseten as {baseten_name:?}",
+                    key_ref.key, key_ref.name
+                );
+                if decision == Decision::UpToDate {
+                    Outcome {
+                        reason: Reason::Synced,
+                        message: synced_message,
+                        written: None,
+                        force_sync_token: None,
+                    }
+                } else {
+                    match ctx.baseten.upsert(&baseten_name, &value).await {
+                        Ok(secret) => {
+                            info!(?decision, baseten_name = %baseten_name, "wrote secret to Baseten");
+                            Outcome {
+                                reason: Reason::Synced,
+                                message: synced_message,
+                                written: Some(Written {
+                                    secret,
+                                    baseten_name: baseten_name.clone(),
+                                    synced_hash,
+                                }),
+                                force_sync_token: force_token.filter(|t| !t.is_empty()),
+                            }
+                        }
+                        Err(error) => {
+                            warn!(error = %error, "Baseten write failed");
+                            let outcome = Outcome {
+                                reason: Reason::of_baseten_error(&error),
+                                message: baseten_failure_message(&error, &baseten_name),
+                                written: None,
+                                force_sync_token: None,
+                            };
+                            if error.is_transient() {
+                                transient = Some(error);
+                            }
+                            outcome
+                        }
+                    }
+                }
+            }
+        }
+    };
+
+    record(object, ctx, namespace, name, &outcome).await?;
+
+    let key = ObjectRef::from_obj(object);
+    if let Some(error) = transient {
+        // error_policy turns this into a backoff (or Baseten's retry_after).
+        return Err(Error::Baseten(error));
+    }
+    ctx.failures
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&key);
+    Ok(match outcome.reason {
+        Reason::Unauthorized => Action::requeue(jittered(UNAUTHORIZED_RETRY)),
+        Reason::BasetenRejected => Action::requeue(jittered(REJECTED_RETRY)),
+        // Everything else waits for a change of the resource or of its Secret.
+        _ => Action::await_change(),
+    })
+}
+
+/// Writes the status if it changed and publishes an event on a transition or a write.
+async fn record(
+    object: &BasetenSecret,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    outcome: &Outcome,
+) -> Result<()> {
+    let current = object.status.clone().unwrap_or_default();
+    let next = next_status(
+        &current,
+        object.metadata.generation,
+        outcome,
+        Timestamp::now(),
+    );
+    if next == current {
+        return Ok(());
+    }
+    let api: Api<BasetenSecret> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = serde_json::json!({
+        "apiVersion": BasetenSecret::api_version(&()),
+        "kind": BasetenSecret::kind(&()),
+        "status": next,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+
+    let previous_reason = object.ready_condition().map(|c| c.reason.as_str());
+    let transition = previous_reason != Some(outcome.reason.as_str());
+    if transition || outcome.written.is_some() {
+        let event = Event {
+            type_: if outcome.reason == Reason::Synced {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason: outcome.reason.as_str().to_string(),
+            note: Some(outcome.message.clone()),
+            action: if outcome.written.is_some() {
+                "Upsert"
+            } else {
+                "Reconcile"
+            }
+            .to_string(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+            warn!(error = %error, "could not publish event");
+        }
+    }
+    Ok(())
+}
+
+/// Adds up to 10% random delay, so that many resources do not retry in lockstep.
+pub fn jittered(delay: Duration) -> Duration {
+    let spread = delay.as_millis() as u64 / 10 + 50;
+    delay + Duration::from_millis(rand::rng().random_range(0..=spread))
+}
+
+/// Exponential backoff for the `failures`-th consecutive failure (1-based), capped.
+pub fn backoff(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_MAX)
+}
+
+/// Decides when to retry after a failed reconcile.
+pub fn error_policy(object: Arc<BasetenSecret>, error: &Error, ctx: Arc<Context>) -> Action {
+    let failures = {
+        let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let count = failures.entry(ObjectRef::from_obj(&*object)).or_insert(0);
+        *count += 1;
+        *count
+    };
+    let delay = match error {
+        Error::Baseten(BasetenError::RateLimited {
+            retry_after: Some(after),
+        }) => *after,
+        _ => backoff(failures),
+    };
+    warn!(
+        namespace = object.namespace().unwrap_or_default(),
+        name = object.name_any(),
+        error = %error,
+        category = error.metric_label(),
+        failures,
+        "reconcile failed; retrying"
+    );
+    Action::requeue(jittered(delay))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn status(hash: &str, name: &str, token: Option<&str>) -> BasetenSecretStatus {
+        BasetenSecretStatus {
+            synced_hash: Some(hash.into()),
+            baseten_name: Some(name.into()),
+            force_sync_token: token.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn writes_only_when_something_changed() {
+        assert_eq!(decide(None, "a", "h1", None), Decision::FirstWrite);
+        let synced = status("h1", "a", None);
+        assert_eq!(decide(Some(&synced), "a", "h1", None), Decision::UpToDate);
+        assert_eq!(decide(Some(&synced), "a", "h2", None), Decision::Changed);
+        assert_eq!(decide(Some(&synced), "b", "h1", None), Decision::Changed);
+    }
+
+    #[test]
+    fn a_new_force_sync_token_writes_once() {
+        let synced = status("h1", "a", None);
+        assert_eq!(
+            decide(Some(&synced), "a", "h1", Some("1")),
+            Decision::Forced
+        );
+        let honoured = status("h1", "a", Some("1"));
+        assert_eq!(
+            decide(Some(&honoured), "a", "h1", Some("1")),
+            Decision::UpToDate
+        );
+        assert_eq!(
+            decide(Some(&honoured), "a", "h1", Some("2")),
+            Decision::Forced
+        );
+        assert_eq!(
+            decide(Some(&honoured), "a", "h1", Some("")),
+            Decision::UpToDate
+        );
+    }
+
+    fn secret_with(data: &[(&str, &[u8])]) -> Secret {
+        Secret {
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn missing_key_and_non_utf8_values_are_named_without_values() {
+        let key_ref = SecretKeyRef {
+            name: "creds".into(),
+            key: "token".into(),
+        };
+        let (reason, message) =
+            extract_value(&secret_with(&[("other", b"hunter2")]), &key_ref, "ml").unwrap_err();
+        assert_eq!(reason, Reason::KeyNotFound);
+        assert!(
+            message.contains("other") && !message.contains("hunter2"),
+            "{message}"
+        );
+
+        let (reason, message) = extract_value(
+            &secret_with(&[("token", &[0xff, 0xfe, b'x'])]),
+            &key_ref,
+            "ml",
+        )
+        .unwrap_err();
+        assert_eq!(reason, Reason::InvalidValue);
+        assert!(message.contains("UTF-8"));
+
+        let value = extract_value(&secret_with(&[("token", b"ok")]), &key_ref, "ml").unwrap();
+        assert_eq!(secrecy::ExposeSecret::expose_secret(&value), "ok");
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(4), Duration::from_secs(8));
+        assert_eq!(backoff(40), BACKOFF_MAX);
+        let delay = jittered(Duration::from_secs(10));
+        assert!(delay >= Duration::from_secs(10) && delay <= Duration::from_millis(11_050));
+    }
+}

@@ -1,0 +1,209 @@
+//! The Ready condition's reasons and the pure computation of the next status.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::baseten::{BasetenError, SecretV1};
+use crate::crd::BasetenSecretStatus;
+
+/// The condition type this operator maintains.
+pub const READY: &str = "Ready";
+
+/// Why the Ready condition is what it is. The names are a fixed PascalCase API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Baseten holds the current value.
+    Synced,
+    /// The referenced Secret does not exist.
+    SecretNotFound,
+    /// The Secret has no such key.
+    KeyNotFound,
+    /// The value is not UTF-8 text, which Baseten cannot store.
+    InvalidValue,
+    /// Baseten refused the API key (401/403).
+    Unauthorized,
+    /// Baseten rejected the request (another 4xx).
+    BasetenRejected,
+    /// Baseten answered 5xx or could not be reached.
+    BasetenUnavailable,
+    /// Baseten throttled the request (429).
+    RateLimited,
+    /// spec.suspend is true.
+    Suspended,
+}
+
+impl Reason {
+    /// The reason as written to the condition.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Synced => "Synced",
+            Self::SecretNotFound => "SecretNotFound",
+            Self::KeyNotFound => "KeyNotFound",
+            Self::InvalidValue => "InvalidValue",
+            Self::Unauthorized => "Unauthorized",
+            Self::BasetenRejected => "BasetenRejected",
+            Self::BasetenUnavailable => "BasetenUnavailable",
+            Self::RateLimited => "RateLimited",
+            Self::Suspended => "Suspended",
+        }
+    }
+
+    /// The reason a failed Baseten call is reported under.
+    pub fn of_baseten_error(error: &BasetenError) -> Self {
+        match error {
+            BasetenError::Unauthorized { .. } => Self::Unauthorized,
+            BasetenError::Rejected { .. } => Self::BasetenRejected,
+            BasetenError::RateLimited { .. } => Self::RateLimited,
+            BasetenError::Unavailable { .. } | BasetenError::Transport(_) => {
+                Self::BasetenUnavailable
+            }
+        }
+    }
+}
+
+/// What one reconcile found: the Ready reason, a message for people, and Baseten's answer
+/// when a write happened.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// The Ready reason.
+    pub reason: Reason,
+    /// A message that says what to do; never contains a value.
+    pub message: String,
+    /// The write that happened, with the hash and Baseten name it wrote.
+    pub written: Option<Written>,
+    /// The force-sync token honoured by this reconcile, if any.
+    pub force_sync_token: Option<String>,
+}
+
+/// A successful upsert.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Written {
+    /// Baseten's answer.
+    pub secret: SecretV1,
+    /// The Baseten name written.
+    pub baseten_name: String,
+    /// Keyed hash of name and value written.
+    pub synced_hash: String,
+}
+
+/// The next status from the current one: fields of the last write are kept unless a new write
+/// replaces them; lastTransitionTime moves only when the condition's status flips.
+pub fn next_status(
+    current: &BasetenSecretStatus,
+    generation: Option<i64>,
+    outcome: &Outcome,
+    now: Timestamp,
+) -> BasetenSecretStatus {
+    let mut next = current.clone();
+    next.observed_generation = generation;
+    if let Some(written) = &outcome.written {
+        next.baseten_name = Some(written.baseten_name.clone());
+        next.secret_id = written.secret.id.clone();
+        next.team_name = written.secret.team_name.clone();
+        next.created_at = Some(written.secret.created_at.clone());
+        next.last_sync_time = Some(Time(now));
+        next.synced_hash = Some(written.synced_hash.clone());
+    }
+    if let Some(token) = &outcome.force_sync_token {
+        next.force_sync_token = Some(token.clone());
+    }
+    let status = if outcome.reason == Reason::Synced {
+        "True"
+    } else {
+        "False"
+    };
+    let previous = current.conditions.iter().find(|c| c.type_ == READY);
+    let last_transition_time = match previous {
+        Some(previous) if previous.status == status => previous.last_transition_time.clone(),
+        _ => Time(now),
+    };
+    let ready = Condition {
+        type_: READY.to_string(),
+        status: status.to_string(),
+        reason: outcome.reason.as_str().to_string(),
+        message: outcome.message.clone(),
+        observed_generation: generation,
+        last_transition_time,
+    };
+    next.conditions.retain(|c| c.type_ != READY);
+    next.conditions.push(ready);
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(reason: Reason) -> Outcome {
+        Outcome {
+            reason,
+            message: "m".into(),
+            written: None,
+            force_sync_token: None,
+        }
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).unwrap()
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_the_status_flips() {
+        let empty = BasetenSecretStatus::default();
+        let missing = next_status(&empty, Some(1), &outcome(Reason::SecretNotFound), at(10));
+        let ready = |s: &BasetenSecretStatus| s.conditions[0].clone();
+        assert_eq!(ready(&missing).last_transition_time, Time(at(10)));
+        // Another False reason keeps the time.
+        let no_key = next_status(&missing, Some(1), &outcome(Reason::KeyNotFound), at(20));
+        assert_eq!(ready(&no_key).last_transition_time, Time(at(10)));
+        assert_eq!(ready(&no_key).reason, "KeyNotFound");
+        // Flipping to True moves it.
+        let synced = next_status(&no_key, Some(1), &outcome(Reason::Synced), at(30));
+        assert_eq!(ready(&synced).last_transition_time, Time(at(30)));
+        assert_eq!(ready(&synced).status, "True");
+    }
+
+    #[test]
+    fn the_same_outcome_gives_the_same_status() {
+        let first = next_status(
+            &BasetenSecretStatus::default(),
+            Some(2),
+            &outcome(Reason::Synced),
+            at(10),
+        );
+        let again = next_status(&first, Some(2), &outcome(Reason::Synced), at(99));
+        assert_eq!(
+            first, again,
+            "a no-op reconcile changes nothing, not even a timestamp"
+        );
+    }
+
+    #[test]
+    fn failures_keep_what_was_last_written() {
+        let written = Outcome {
+            written: Some(Written {
+                secret: SecretV1 {
+                    name: "a".into(),
+                    created_at: "2026-01-01T00:00:00Z".into(),
+                    id: Some("id1".into()),
+                    team_name: Some("Default Team".into()),
+                },
+                baseten_name: "a".into(),
+                synced_hash: "hmac-sha256:00".into(),
+            }),
+            ..outcome(Reason::Synced)
+        };
+        let synced = next_status(&BasetenSecretStatus::default(), Some(1), &written, at(10));
+        let failed = next_status(
+            &synced,
+            Some(1),
+            &outcome(Reason::BasetenUnavailable),
+            at(20),
+        );
+        assert_eq!(failed.secret_id.as_deref(), Some("id1"));
+        assert_eq!(failed.created_at.as_deref(), Some("2026-01-01T00:00:00Z"));
+        assert_eq!(failed.last_sync_time, Some(Time(at(10))));
+        assert_eq!(failed.synced_hash.as_deref(), Some("hmac-sha256:00"));
+        assert_eq!(failed.conditions.len(), 1);
+    }
+}
