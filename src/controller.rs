@@ -58,6 +58,8 @@ pub async fn run(
             },
         ),
         failures: Mutex::new(HashMap::new()),
+        written_status: Mutex::new(HashMap::new()),
+        retries: Mutex::new(HashMap::new()),
     });
 
     let controller = Controller::new(resources, watcher::Config::default().any_semantic());
@@ -73,6 +75,7 @@ pub async fn run(
                 let alive = store.get(reader).is_some();
                 if !alive {
                     mapper_ctx.index.forget(&namespace, &reader.name);
+                    mapper_ctx.forget(reader);
                 }
                 alive
             })

@@ -1,5 +1,7 @@
 //! The `BasetenSecret` custom resource: which key of which Secret to push to Baseten, and
 //! what Baseten answered. The doc comments here become `kubectl explain basetensecret`.
+// Each printcolumn repeats `type_ = ...`, which clippy mistakes for a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};

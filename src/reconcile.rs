@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
@@ -52,8 +54,84 @@ pub struct Context {
     pub index: SecretIndex,
     /// Publishes Kubernetes events.
     pub recorder: Recorder,
-    /// Consecutive transient failures per object, for exponential backoff.
+    /// Consecutive failed reconciles per object (Kubernetes errors), for exponential backoff.
     pub failures: Mutex<HashMap<ObjectRef<BasetenSecret>, u32>>,
+    /// Failed Baseten writes per object, and when the same write may be tried again.
+    pub retries: Mutex<HashMap<ObjectRef<BasetenSecret>, Retry>>,
+    /// The status this process last wrote per object (with the object's uid). The watch
+    /// cache can lag behind our own status patch; since only this operator writes status,
+    /// the last written one wins, so a quick second reconcile never writes twice.
+    pub written_status: Mutex<HashMap<ObjectRef<BasetenSecret>, (String, BasetenSecretStatus)>>,
+}
+
+impl Context {
+    /// The status to decide from: the last one written for this very object, else the
+    /// object's own.
+    fn current_status(&self, object: &BasetenSecret) -> BasetenSecretStatus {
+        let written = self
+            .written_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&ObjectRef::from_obj(object))
+            .filter(|(uid, _)| object.metadata.uid.as_deref() == Some(uid.as_str()))
+            .map(|(_, status)| status.clone());
+        written
+            .or_else(|| object.status.clone())
+            .unwrap_or_default()
+    }
+
+    fn remember_status(&self, object: &BasetenSecret, status: BasetenSecretStatus) {
+        if let Some(uid) = object.metadata.uid.clone() {
+            self.written_status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(ObjectRef::from_obj(object), (uid, status));
+        }
+    }
+
+    /// Drops what is kept for an object that no longer exists.
+    pub fn forget(&self, object: &ObjectRef<BasetenSecret>) {
+        self.written_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(object);
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(object);
+        self.retries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(object);
+    }
+
+    fn retries(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<BasetenSecret>, Retry>> {
+        self.retries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A failed Baseten write waiting for its retry time.
+#[derive(Clone, Debug)]
+pub struct Retry {
+    /// The same write is not tried before this instant.
+    pub not_before: Instant,
+    /// What was attempted: synced hash (name, value, key), generation and force token.
+    /// Any change to these is a new write and goes ahead at once.
+    pub attempt: String,
+    /// Consecutive failures of this object's writes.
+    pub failures: u32,
+}
+
+/// How long to wait after the `failures`-th consecutive failure of a write.
+pub fn retry_delay(error: &BasetenError, failures: u32) -> Duration {
+    match error {
+        BasetenError::Unauthorized { .. } => UNAUTHORIZED_RETRY,
+        BasetenError::Rejected { .. } => REJECTED_RETRY,
+        BasetenError::RateLimited {
+            retry_after: Some(after),
+        } => *after,
+        _ => backoff(failures),
+    }
 }
 
 /// Whether Baseten needs a write, decided from the status alone.
@@ -197,6 +275,7 @@ async fn apply(
     ctx.index.register(namespace, name, &key_ref.name);
 
     let baseten_name = object.desired_baseten_name();
+    let current = ctx.current_status(object);
     let mut transient: Option<BasetenError> = None;
     let outcome = if object.spec.suspend {
         Outcome {
@@ -212,12 +291,35 @@ async fn apply(
                 let synced_hash = ctx.hash_key.synced_hash(&baseten_name, &value);
                 let force_token = object.annotations().get(FORCE_SYNC_ANNOTATION).cloned();
                 let decision = decide(
-                    object.status.as_ref(),
+                    Some(&current),
                     &baseten_name,
                     &synced_hash,
                     force_token.as_deref(),
                 );
                 debug!(?decision, "decided");
+                let attempt = format!(
+                    "{synced_hash}/{}/{}",
+                    object.metadata.generation.unwrap_or_default(),
+                    force_token.as_deref().unwrap_or_default()
+                );
+                let key = ObjectRef::from_obj(object);
+                if decision != Decision::UpToDate {
+                    let waiting = ctx
+                        .retries()
+                        .get(&key)
+                        .filter(|r| r.attempt == attempt)
+                        .map(|r| r.not_before.saturating_duration_since(Instant::now()))
+                        .filter(|left| !left.is_zero());
+                    if let Some(left) = waiting {
+                        // Our own status write re-triggers a reconcile; the same failed
+                        // write waits for its retry time instead of hammering Baseten.
+                        debug!(
+                            retry_in_ms = left.as_millis() as u64,
+                            "write waits for its retry time"
+                        );
+                        return Ok(Action::requeue(left));
+                    }
+                }
                 let synced_message = format!(
                     "key {:?} of Secret {namespace}/{} is in Baseten as {baseten_name:?}",
                     key_ref.key, key_ref.name
@@ -232,6 +334,7 @@ async fn apply(
                 } else {
                     match ctx.baseten.upsert(&baseten_name, &value).await {
                         Ok(secret) => {
+                            ctx.retries().remove(&key);
                             info!(?decision, baseten_name = %baseten_name, "wrote secret to Baseten");
                             Outcome {
                                 reason: Reason::Synced,
@@ -246,6 +349,18 @@ async fn apply(
                         }
                         Err(error) => {
                             warn!(error = %error, "Baseten write failed");
+                            let mut retries = ctx.retries();
+                            let failures = retries.get(&key).map(|r| r.failures).unwrap_or(0) + 1;
+                            let delay = jittered(retry_delay(&error, failures));
+                            retries.insert(
+                                key.clone(),
+                                Retry {
+                                    not_before: Instant::now() + delay,
+                                    attempt,
+                                    failures,
+                                },
+                            );
+                            drop(retries);
                             let outcome = Outcome {
                                 reason: Reason::of_baseten_error(&error),
                                 message: baseten_failure_message(&error, &baseten_name),
@@ -263,20 +378,23 @@ async fn apply(
         }
     };
 
-    record(object, ctx, namespace, name, &outcome).await?;
+    record(object, ctx, &current, namespace, name, &outcome).await?;
 
     let key = ObjectRef::from_obj(object);
-    if let Some(error) = transient {
-        // error_policy turns this into a backoff (or Baseten's retry_after).
-        return Err(Error::Baseten(error));
-    }
     ctx.failures
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&key);
-    Ok(match outcome.reason {
-        Reason::Unauthorized => Action::requeue(jittered(UNAUTHORIZED_RETRY)),
-        Reason::BasetenRejected => Action::requeue(jittered(REJECTED_RETRY)),
+    if let Some(error) = transient {
+        // error_policy requeues at the write's retry time.
+        return Err(Error::Baseten(error));
+    }
+    let retry_in = ctx
+        .retries()
+        .get(&key)
+        .map(|r| r.not_before.saturating_duration_since(Instant::now()));
+    Ok(match (outcome.reason, retry_in) {
+        (Reason::Unauthorized | Reason::BasetenRejected, Some(left)) => Action::requeue(left),
         // Everything else waits for a change of the resource or of its Secret.
         _ => Action::await_change(),
     })
@@ -286,18 +404,18 @@ async fn apply(
 async fn record(
     object: &BasetenSecret,
     ctx: &Context,
+    current: &BasetenSecretStatus,
     namespace: &str,
     name: &str,
     outcome: &Outcome,
 ) -> Result<()> {
-    let current = object.status.clone().unwrap_or_default();
     let next = next_status(
-        &current,
+        current,
         object.metadata.generation,
         outcome,
         Timestamp::now(),
     );
-    if next == current {
+    if &next == current {
         return Ok(());
     }
     let api: Api<BasetenSecret> = Api::namespaced(ctx.client.clone(), namespace);
@@ -312,8 +430,13 @@ async fn record(
         &Patch::Apply(&patch),
     )
     .await?;
+    ctx.remember_status(object, next);
 
-    let previous_reason = object.ready_condition().map(|c| c.reason.as_str());
+    let previous_reason = current
+        .conditions
+        .iter()
+        .find(|c| c.type_ == crate::status::READY)
+        .map(|c| c.reason.as_str());
     let transition = previous_reason != Some(outcome.reason.as_str());
     if transition || outcome.written.is_some() {
         let event = Event {
@@ -351,29 +474,35 @@ pub fn backoff(failures: u32) -> Duration {
     BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_MAX)
 }
 
-/// Decides when to retry after a failed reconcile.
+/// Decides when to retry after a failed reconcile: a failed Baseten write at its retry
+/// time, anything else with exponential backoff.
 pub fn error_policy(object: Arc<BasetenSecret>, error: &Error, ctx: Arc<Context>) -> Action {
-    let failures = {
+    let key = ObjectRef::from_obj(&*object);
+    let scheduled = match error {
+        Error::Baseten(_) => ctx.retries().get(&key).map(|r| {
+            (
+                r.not_before.saturating_duration_since(Instant::now()),
+                r.failures,
+            )
+        }),
+        _ => None,
+    };
+    let (delay, failures) = scheduled.unwrap_or_else(|| {
         let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let count = failures.entry(ObjectRef::from_obj(&*object)).or_insert(0);
+        let count = failures.entry(key).or_insert(0);
         *count += 1;
-        *count
-    };
-    let delay = match error {
-        Error::Baseten(BasetenError::RateLimited {
-            retry_after: Some(after),
-        }) => *after,
-        _ => backoff(failures),
-    };
+        (jittered(backoff(*count)), *count)
+    });
     warn!(
         namespace = object.namespace().unwrap_or_default(),
         name = object.name_any(),
         error = %error,
         category = error.metric_label(),
         failures,
+        retry_in_ms = delay.as_millis() as u64,
         "reconcile failed; retrying"
     );
-    Action::requeue(jittered(delay))
+    Action::requeue(delay)
 }
 
 #[cfg(test)]
@@ -457,6 +586,34 @@ mod tests {
 
         let value = extract_value(&secret_with(&[("token", b"ok")]), &key_ref, "ml").unwrap();
         assert_eq!(secrecy::ExposeSecret::expose_secret(&value), "ok");
+    }
+
+    #[test]
+    fn retry_delays_follow_the_kind_of_failure() {
+        let throttled = BasetenError::RateLimited {
+            retry_after: Some(Duration::from_secs(37)),
+        };
+        assert_eq!(retry_delay(&throttled, 5), Duration::from_secs(37));
+        let unknown = BasetenError::RateLimited { retry_after: None };
+        assert_eq!(retry_delay(&unknown, 3), Duration::from_secs(4));
+        assert_eq!(
+            retry_delay(&BasetenError::Unavailable { status: 502 }, 2),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            retry_delay(&BasetenError::Unauthorized { status: 401 }, 1),
+            UNAUTHORIZED_RETRY
+        );
+        assert_eq!(
+            retry_delay(
+                &BasetenError::Rejected {
+                    status: 400,
+                    code: None
+                },
+                1
+            ),
+            REJECTED_RETRY
+        );
     }
 
     #[test]

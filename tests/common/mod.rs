@@ -28,3 +28,5 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
         .expect("create namespace");
     name
 }
+
+pub mod operator;

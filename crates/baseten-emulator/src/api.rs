@@ -75,17 +75,39 @@ enum Endpoint {
     GetTeam { team: String },
 }
 
-/// Matches a path and method; `Err` carries the answer for unknown paths or methods.
-fn route(method: &Method, path: &str) -> Result<(Endpoint, &'static str), Response> {
+/// The team id names no team of the caller's organisation.
+struct NoTeam;
+
+impl NoTeam {
+    fn response(self) -> Response {
+        error(StatusCode::NOT_FOUND, "NOT_FOUND", "Team not found")
+    }
+}
+
+/// Why a request matched no endpoint.
+enum NoRoute {
+    NotFound,
+    MethodNotAllowed,
+}
+
+impl NoRoute {
+    fn response(self) -> Response {
+        match self {
+            Self::NotFound => error(StatusCode::NOT_FOUND, "NOT_FOUND", "No such endpoint"),
+            Self::MethodNotAllowed => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "Method not allowed",
+            ),
+        }
+    }
+}
+
+/// Matches a path and method to an endpoint and its rate-limit bucket.
+fn route(method: &Method, path: &str) -> Result<(Endpoint, &'static str), NoRoute> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let decode = |s: &str| percent_decode(s);
-    let not_allowed = || {
-        error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "METHOD_NOT_ALLOWED",
-            "Method not allowed",
-        )
-    };
+    let not_allowed = || NoRoute::MethodNotAllowed;
     match segments.as_slice() {
         ["v1", "secrets"] => match *method {
             Method::GET => Ok((Endpoint::ListSecrets { team: None }, "GET /v1/secrets")),
@@ -139,11 +161,7 @@ fn route(method: &Method, path: &str) -> Result<(Endpoint, &'static str), Respon
                 _ => Err(not_allowed()),
             }
         }
-        _ => Err(error(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "No such endpoint",
-        )),
+        _ => Err(NoRoute::NotFound),
     }
 }
 
@@ -212,11 +230,11 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_string();
-    if let Some(fault) = state.take_fault(method.as_str(), &path) {
-        if let Some(response) = apply_fault(&fault).await {
-            state.record(method.as_str(), &path, response.status().as_u16());
-            return response;
-        }
+    if let Some(fault) = state.take_fault(method.as_str(), &path)
+        && let Some(response) = apply_fault(&fault).await
+    {
+        state.record(method.as_str(), &path, response.status().as_u16());
+        return response;
     }
     let response = answer(&state, &method, &path, &headers, &body);
     state.record(method.as_str(), &path, response.status().as_u16());
@@ -265,16 +283,12 @@ fn answer(
     };
     let (endpoint, template) = match route(method, path) {
         Ok(matched) => matched,
-        Err(response) => return response,
+        Err(no_route) => return no_route.response(),
     };
     if let Err(RetryAfter(seconds)) = state.admit(&key, template) {
         return rate_limited(seconds);
     }
-    let team_of = |team: &Option<String>| {
-        state
-            .team(&key, team.as_deref())
-            .ok_or_else(|| error(StatusCode::NOT_FOUND, "NOT_FOUND", "Team not found"))
-    };
+    let team_of = |team: &Option<String>| state.team(&key, team.as_deref()).ok_or(NoTeam);
     match endpoint {
         Endpoint::ListTeams => {
             let teams: Vec<Value> = state.teams(&key).iter().map(team_json).collect();
@@ -282,7 +296,7 @@ fn answer(
         }
         Endpoint::GetTeam { team } => match team_of(&Some(team)) {
             Ok(team) => axum::Json(team_json(&team)).into_response(),
-            Err(response) => response,
+            Err(NoTeam) => NoTeam.response(),
         },
         Endpoint::ListSecrets { team } => match team_of(&team) {
             Ok(team) => {
@@ -293,12 +307,12 @@ fn answer(
                     .collect();
                 axum::Json(json!({ "secrets": secrets })).into_response()
             }
-            Err(response) => response,
+            Err(NoTeam) => NoTeam.response(),
         },
         Endpoint::UpsertSecret { team } => {
             let team = match team_of(&team) {
                 Ok(team) => team,
-                Err(response) => return response,
+                Err(NoTeam) => return NoTeam.response(),
             };
             let request: UpsertRequest = match serde_json::from_slice(body) {
                 Ok(request) => request,
@@ -323,7 +337,7 @@ fn answer(
         Endpoint::DeleteSecret { team, name } => {
             let team = match team_of(&team) {
                 Ok(team) => team,
-                Err(response) => return response,
+                Err(NoTeam) => return NoTeam.response(),
             };
             match state.delete(&key, &team.id, &name) {
                 Some(name) => axum::Json(json!({ "name": name })).into_response(),

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use process::Supervised;
+pub use process::Supervised;
 
 /// How long the control plane may take to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(90);

@@ -33,15 +33,26 @@ stop
 "#;
 
 /// A child process under a watchdog; stopped (SIGTERM, then SIGKILL) when dropped.
-pub(crate) struct Supervised {
+pub struct Supervised {
     watchdog: Child,
 }
 
 impl Supervised {
     /// Starts `program` with `args`, its output going to `log`; `cleanup` is removed after exit.
-    pub(crate) fn spawn(
+    pub fn spawn(
         program: &Path,
         args: &[String],
+        log: &Path,
+        cleanup: Option<&Path>,
+    ) -> Result<Self> {
+        Self::spawn_with_env(program, args, &[], log, cleanup)
+    }
+
+    /// Like [`Supervised::spawn`], with extra environment variables for the child.
+    pub fn spawn_with_env(
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
         log: &Path,
         cleanup: Option<&Path>,
     ) -> Result<Self> {
@@ -59,6 +70,7 @@ impl Supervised {
             )
             .arg(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -68,11 +80,12 @@ impl Supervised {
     }
 
     /// Whether the child (and so its watchdog) has exited.
-    pub(crate) fn has_exited(&mut self) -> bool {
+    pub fn has_exited(&mut self) -> bool {
         matches!(self.watchdog.try_wait(), Ok(Some(_)))
     }
 
-    fn stop(&mut self) {
+    /// Stops the child: SIGTERM, then SIGKILL after a grace period; waits for it.
+    pub fn stop(&mut self) {
         if self.has_exited() {
             return;
         }

@@ -1,0 +1,346 @@
+//! A harness for one operator test: its own namespace, its own Baseten emulator, and the real
+//! operator binary running as a process against the shared control plane.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use baseten_emulator::{AdminRequest, AdminSecret};
+use baseten_secrets_operator::BasetenSecret;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, CustomResourceExt};
+use serde_json::{Value, json};
+use testenv::Supervised;
+
+/// The API key the emulator accepts in these tests.
+pub const API_KEY: &str = "test-key-5f2c9d7e1a";
+
+/// How long waits for the operator may take before a test fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Field manager of the tests' own applies (a stand-in for a GitOps tool).
+const TEST_MANAGER: &str = "integration-test";
+
+/// Installs the CRD generated from the Rust types and waits until it is Established.
+pub async fn install_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = BasetenSecret::crd();
+    let name = crd.metadata.name.clone().unwrap();
+    crds.patch(
+        &name,
+        &PatchParams::apply(TEST_MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("apply CRD");
+    tokio::time::timeout(
+        WAIT,
+        await_condition(crds, &name, conditions::is_crd_established()),
+    )
+    .await
+    .expect("CRD established in time")
+    .unwrap();
+}
+
+/// Options for the operator process.
+pub struct OperatorOptions {
+    /// The API key the operator uses.
+    pub api_key: String,
+    /// RUST_LOG for the operator.
+    pub rust_log: String,
+}
+
+impl Default for OperatorOptions {
+    fn default() -> Self {
+        Self {
+            api_key: API_KEY.into(),
+            rust_log: "info,baseten_secrets_operator=debug".into(),
+        }
+    }
+}
+
+/// One test's world.
+pub struct Harness {
+    pub client: Client,
+    pub ns: String,
+    pub emulator: baseten_emulator::Running,
+    http: reqwest::Client,
+    operator: Option<Supervised>,
+    pub options: OperatorOptions,
+    dir: tempfile::TempDir,
+    starts: u32,
+}
+
+impl Harness {
+    /// A namespace, an emulator and a running operator watching that namespace.
+    pub async fn start(prefix: &str) -> Self {
+        Self::start_with(prefix, OperatorOptions::default()).await
+    }
+
+    /// Like [`Harness::start`] with operator options.
+    pub async fn start_with(prefix: &str, options: OperatorOptions) -> Self {
+        let client = super::client().await;
+        install_crd(&client).await;
+        let ns = super::namespace(&client, prefix).await;
+        let emulator = baseten_emulator::spawn(
+            "127.0.0.1:0".parse().unwrap(),
+            baseten_emulator::Config {
+                api_keys: vec![API_KEY.into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let mut harness = Self {
+            client,
+            ns,
+            emulator,
+            http: reqwest::Client::new(),
+            operator: None,
+            options,
+            dir: tempfile::tempdir().unwrap(),
+            starts: 0,
+        };
+        harness.start_operator();
+        harness
+    }
+
+    /// Starts (or restarts) the operator process.
+    pub fn start_operator(&mut self) {
+        self.stop_operator();
+        self.starts += 1;
+        let log = self.log_path(self.starts);
+        let mut env: Vec<(&str, &str)> = vec![
+            ("BASETEN_API_KEY", &self.options.api_key),
+            ("RUST_LOG", &self.options.rust_log),
+        ];
+        let kubeconfig = testenv::shared()
+            .kubeconfig()
+            .map(|p| p.display().to_string());
+        if let Some(path) = &kubeconfig {
+            env.push(("KUBECONFIG", path));
+        }
+        let operator = Supervised::spawn_with_env(
+            &PathBuf::from(env!("CARGO_BIN_EXE_baseten-secrets-operator")),
+            &[
+                format!("--watch-namespace={}", self.ns),
+                format!("--baseten-url={}", self.emulator.url()),
+                "--log-format=text".into(),
+                "--concurrency=4".into(),
+            ],
+            &env,
+            &log,
+            None,
+        )
+        .expect("start operator");
+        self.operator = Some(operator);
+    }
+
+    /// Stops the operator process (SIGTERM), waiting for it to exit.
+    pub fn stop_operator(&mut self) {
+        if let Some(mut operator) = self.operator.take() {
+            operator.stop();
+        }
+    }
+
+    fn log_path(&self, start: u32) -> PathBuf {
+        self.dir.path().join(format!("operator-{start}.log"))
+    }
+
+    /// Everything every operator process of this test has logged so far.
+    pub fn operator_logs(&self) -> String {
+        (1..=self.starts)
+            .map(|i| std::fs::read_to_string(self.log_path(i)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Applies a Secret with server-side apply, as a GitOps tool would.
+    pub async fn apply_secret(&self, name: &str, data: &[(&str, &[u8])], labels: Value) {
+        use base64::Engine;
+        let data: serde_json::Map<String, Value> = data
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    Value::String(base64::engine::general_purpose::STANDARD.encode(v)),
+                )
+            })
+            .collect();
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "labels": labels},
+            "data": data,
+        });
+        Api::<Secret>::namespaced(self.client.clone(), &self.ns)
+            .patch(
+                name,
+                &PatchParams::apply(TEST_MANAGER).force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .expect("apply Secret");
+    }
+
+    /// Applies a BasetenSecret with server-side apply.
+    pub async fn apply_bts(
+        &self,
+        name: &str,
+        spec: Value,
+        annotations: Value,
+    ) -> kube::Result<BasetenSecret> {
+        let object = json!({
+            "apiVersion": "baseten.co/v1alpha1", "kind": "BasetenSecret",
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": spec,
+        });
+        self.bts_api()
+            .patch(
+                name,
+                &PatchParams::apply(TEST_MANAGER).force(),
+                &Patch::Apply(&object),
+            )
+            .await
+    }
+
+    /// The BasetenSecret API of this test's namespace.
+    pub fn bts_api(&self) -> Api<BasetenSecret> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Polls the BasetenSecret until `check` holds; panics with its last state otherwise.
+    pub async fn wait_bts(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&BasetenSecret) -> bool,
+    ) -> BasetenSecret {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let current = self.bts_api().get_opt(name).await.unwrap();
+            if let Some(object) = &current
+                && check(object)
+            {
+                return object.clone();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what} on {}/{name}; last state: {:?}\noperator logs:\n{}",
+                    self.ns,
+                    current.and_then(|o| o.status),
+                    self.operator_logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the Ready condition has `reason` for the current generation.
+    pub async fn wait_reason(&self, name: &str, reason: &str) -> BasetenSecret {
+        self.wait_bts(name, &format!("Ready reason {reason}"), |object| {
+            object.ready_condition().is_some_and(|c| {
+                c.reason == reason && c.observed_generation == object.metadata.generation
+            })
+        })
+        .await
+    }
+
+    /// What the emulator holds.
+    pub async fn baseten_secrets(&self) -> Vec<AdminSecret> {
+        self.admin_get("/_admin/secrets").await
+    }
+
+    /// The emulator's request log.
+    pub async fn baseten_requests(&self) -> Vec<AdminRequest> {
+        self.admin_get("/_admin/requests").await
+    }
+
+    /// The emulator's record of one secret, by exact name.
+    pub async fn baseten_secret(&self, name: &str) -> Option<AdminSecret> {
+        self.baseten_secrets()
+            .await
+            .into_iter()
+            .find(|s| s.name == name)
+    }
+
+    /// Polls the emulator until `check` holds for the named secret.
+    pub async fn wait_baseten(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&AdminSecret) -> bool,
+    ) -> AdminSecret {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let current = self.baseten_secret(name).await;
+            if let Some(secret) = &current
+                && check(secret)
+            {
+                return secret.clone();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what} of Baseten secret {name}; operator logs:\n{}",
+                    self.operator_logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Injects a fault into the emulator.
+    pub async fn fault(&self, fault: Value) {
+        let response = self
+            .http
+            .post(format!("{}/_admin/faults", self.emulator.url()))
+            .json(&fault)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
+    /// Upserts counted by the emulator (POST requests answered, any status).
+    pub async fn upsert_requests(&self) -> usize {
+        self.baseten_requests()
+            .await
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/secrets"))
+            .count()
+    }
+
+    /// Proves the operator has processed every event up to now: a fresh canary
+    /// BasetenSecret (and its Secret) must reach Synced through the same operator.
+    pub async fn barrier(&self) {
+        let canary = format!("canary-{}", rand::random::<u32>() % 1_000_000);
+        self.apply_secret(&canary, &[("v", b"canary")], json!({}))
+            .await;
+        self.apply_bts(
+            &canary,
+            json!({"secretRef": {"name": canary, "key": "v"}}),
+            json!({}),
+        )
+        .await
+        .unwrap();
+        self.wait_reason(&canary, "Synced").await;
+    }
+
+    async fn admin_get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.http
+            .get(format!("{}{path}", self.emulator.url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop_operator();
+    }
+}

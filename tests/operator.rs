@@ -1,0 +1,419 @@
+//! The operator end to end: the real binary against the real control plane and the Baseten
+//! emulator. Each test has its own namespace, emulator and operator process.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::operator::{API_KEY, Harness, OperatorOptions};
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+fn spec(secret: &str, key: &str) -> serde_json::Value {
+    json!({"secretRef": {"name": secret, "key": key}})
+}
+
+#[tokio::test]
+async fn create_syncs_and_a_secret_update_arrives_within_two_seconds() {
+    let h = Harness::start("op-create").await;
+    h.apply_secret("hf-credentials", &[("token", b"hf_first_value")], json!({}))
+        .await;
+    h.apply_bts(
+        "hf-access-token",
+        json!({"secretRef": {"name": "hf-credentials", "key": "token"}, "basetenName": "hf_access_token"}),
+        json!({}),
+    )
+    .await
+    .unwrap();
+
+    let synced = h.wait_reason("hf-access-token", "Synced").await;
+    let stored = h
+        .baseten_secret("hf_access_token")
+        .await
+        .expect("written to Baseten");
+    assert_eq!(stored.value, "hf_first_value");
+    assert_eq!(stored.writes, 1);
+    let status = synced.status.unwrap();
+    assert_eq!(
+        status.created_at.as_deref(),
+        Some(stored.created_at.as_str())
+    );
+    assert_eq!(status.secret_id.as_deref(), Some(stored.id.as_str()));
+    assert_eq!(status.team_name.as_deref(), Some("Default Team"));
+    assert_eq!(status.baseten_name.as_deref(), Some("hf_access_token"));
+    assert!(status.last_sync_time.is_some());
+    assert!(
+        status
+            .synced_hash
+            .as_deref()
+            .unwrap()
+            .starts_with("hmac-sha256:")
+    );
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.status, "True");
+    assert_eq!(status.observed_generation, Some(1));
+
+    let changed_at = Instant::now();
+    h.apply_secret(
+        "hf-credentials",
+        &[("token", b"hf_second_value")],
+        json!({}),
+    )
+    .await;
+    let updated = h
+        .wait_baseten("hf_access_token", "the new value", |s| {
+            s.value == "hf_second_value"
+        })
+        .await;
+    let latency = changed_at.elapsed();
+    assert!(
+        latency < Duration::from_secs(2),
+        "the update took {latency:?}"
+    );
+    assert_eq!(updated.writes, 2);
+    assert_eq!(updated.id, stored.id, "Baseten keeps the id across updates");
+    let after = h
+        .wait_bts("hf-access-token", "a new syncedHash", |o| {
+            o.status.as_ref().unwrap().synced_hash != status.synced_hash
+        })
+        .await
+        .status
+        .unwrap();
+    assert_eq!(after.created_at, status.created_at);
+    assert!(after.last_sync_time.unwrap().0 >= status.last_sync_time.unwrap().0);
+}
+
+#[tokio::test]
+async fn reapplies_label_changes_and_restarts_write_nothing() {
+    let mut h = Harness::start("op-idle").await;
+    h.apply_secret("creds", &[("token", b"steady")], json!({"team": "a"}))
+        .await;
+    h.apply_bts("steady", spec("creds", "token"), json!({}))
+        .await
+        .unwrap();
+    let first = h.wait_reason("steady", "Synced").await;
+    assert_eq!(h.baseten_secret("steady").await.unwrap().writes, 1);
+
+    // A GitOps tool re-applies the same Secret, then someone changes only its labels.
+    h.apply_secret("creds", &[("token", b"steady")], json!({"team": "a"}))
+        .await;
+    h.apply_secret("creds", &[("token", b"steady")], json!({"team": "b"}))
+        .await;
+    h.barrier().await;
+    // The operator restarts.
+    h.start_operator();
+    h.barrier().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    assert_eq!(
+        h.baseten_secret("steady").await.unwrap().writes,
+        1,
+        "no extra upserts"
+    );
+    let now = h.bts_api().get("steady").await.unwrap();
+    assert_eq!(
+        now.metadata.resource_version, first.metadata.resource_version,
+        "no status write either"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_secret_is_reported_then_synced_once_created() {
+    let h = Harness::start("op-missing").await;
+    h.apply_bts("later", spec("not-yet", "token"), json!({}))
+        .await
+        .unwrap();
+    let waiting = h.wait_reason("later", "SecretNotFound").await;
+    let ready = waiting.ready_condition().unwrap();
+    assert_eq!(ready.status, "False");
+    assert!(ready.message.contains("not-yet"), "{}", ready.message);
+    assert!(h.baseten_secrets().await.is_empty());
+
+    // Creating the Secret is enough; the BasetenSecret is not touched.
+    h.apply_secret("not-yet", &[("token", b"arrived")], json!({}))
+        .await;
+    let synced = h.wait_reason("later", "Synced").await;
+    assert_eq!(synced.metadata.generation, waiting.metadata.generation);
+    assert_eq!(h.baseten_secret("later").await.unwrap().value, "arrived");
+}
+
+#[tokio::test]
+async fn a_missing_key_and_a_non_utf8_value_are_conditions_not_writes() {
+    let h = Harness::start("op-badvalue").await;
+    h.apply_secret(
+        "creds",
+        &[("other", b"x"), ("binary", &[0xff, 0xfe, 0x00])],
+        json!({}),
+    )
+    .await;
+    h.apply_bts("nokey", spec("creds", "token"), json!({}))
+        .await
+        .unwrap();
+    h.apply_bts("binary", spec("creds", "binary"), json!({}))
+        .await
+        .unwrap();
+
+    let nokey = h.wait_reason("nokey", "KeyNotFound").await;
+    let message = &nokey.ready_condition().unwrap().message;
+    assert!(
+        message.contains("\"token\"") && message.contains("other"),
+        "{message}"
+    );
+    let binary = h.wait_reason("binary", "InvalidValue").await;
+    assert!(binary.ready_condition().unwrap().message.contains("UTF-8"));
+    assert!(h.baseten_secrets().await.is_empty(), "nothing was written");
+
+    // Fixing the Secret heals both.
+    h.apply_secret(
+        "creds",
+        &[("token", b"t"), ("binary", b"now text")],
+        json!({}),
+    )
+    .await;
+    h.wait_reason("nokey", "Synced").await;
+    h.wait_reason("binary", "Synced").await;
+}
+
+#[tokio::test]
+async fn invalid_baseten_names_are_rejected_by_the_apiserver() {
+    let h = Harness::start("op-names").await;
+    for bad in [
+        "has/slash",
+        ".",
+        "..",
+        "spaces are bad",
+        &"x".repeat(254),
+        "",
+    ] {
+        let result = h
+            .apply_bts(
+                "bad",
+                json!({"secretRef": {"name": "s", "key": "k"}, "basetenName": bad}),
+                json!({}),
+            )
+            .await;
+        match result {
+            Err(kube::Error::Api(status)) => assert_eq!(status.code, 422, "{bad:?}: {status:?}"),
+            other => panic!("{bad:?} was accepted: {:?}", other.map(|_| ())),
+        }
+    }
+    for bad_ref in [
+        json!({"name": "Not_A_DNS_Name", "key": "k"}),
+        json!({"name": "s", "key": "a/b"}),
+    ] {
+        let result = h
+            .apply_bts("bad", json!({"secretRef": bad_ref}), json!({}))
+            .await;
+        assert!(
+            matches!(result, Err(kube::Error::Api(ref s)) if s.code == 422),
+            "{bad_ref}"
+        );
+    }
+    h.apply_bts(
+        "good",
+        json!({"secretRef": {"name": "s", "key": "k"}, "basetenName": "A-b.c_9"}),
+        json!({}),
+    )
+    .await
+    .expect("a valid name is accepted");
+}
+
+#[tokio::test]
+async fn suspend_stops_writes_and_resuming_writes_the_latest_value() {
+    let h = Harness::start("op-suspend").await;
+    h.apply_secret("creds", &[("token", b"one")], json!({}))
+        .await;
+    h.apply_bts("paused", spec("creds", "token"), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("paused", "Synced").await;
+
+    let mut suspended = spec("creds", "token");
+    suspended["suspend"] = json!(true);
+    h.apply_bts("paused", suspended, json!({})).await.unwrap();
+    let object = h.wait_reason("paused", "Suspended").await;
+    assert!(
+        object.status.as_ref().unwrap().secret_id.is_some(),
+        "status keeps the last write"
+    );
+    h.apply_secret("creds", &[("token", b"two")], json!({}))
+        .await;
+    h.barrier().await;
+    let stored = h.baseten_secret("paused").await.unwrap();
+    assert_eq!((stored.value.as_str(), stored.writes), ("one", 1));
+
+    h.apply_bts("paused", spec("creds", "token"), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("paused", "Synced").await;
+    let stored = h.baseten_secret("paused").await.unwrap();
+    assert_eq!((stored.value.as_str(), stored.writes), ("two", 2));
+}
+
+#[tokio::test]
+async fn force_sync_annotation_writes_exactly_once_per_value() {
+    let h = Harness::start("op-force").await;
+    h.apply_secret("creds", &[("token", b"same")], json!({}))
+        .await;
+    h.apply_bts("forced", spec("creds", "token"), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("forced", "Synced").await;
+
+    let annotate = |value: &str| {
+        Patch::Merge(json!({"metadata": {"annotations": {"baseten.co/force-sync": value}}}))
+    };
+    h.bts_api()
+        .patch("forced", &PatchParams::default(), &annotate("1"))
+        .await
+        .unwrap();
+    h.wait_bts("forced", "the force-sync token", |o| {
+        o.status.as_ref().unwrap().force_sync_token.as_deref() == Some("1")
+    })
+    .await;
+    h.barrier().await;
+    assert_eq!(h.baseten_secret("forced").await.unwrap().writes, 2);
+
+    h.bts_api()
+        .patch("forced", &PatchParams::default(), &annotate("2"))
+        .await
+        .unwrap();
+    h.wait_baseten("forced", "a third write", |s| s.writes == 3)
+        .await;
+    h.barrier().await;
+    assert_eq!(h.baseten_secret("forced").await.unwrap().writes, 3);
+}
+
+#[tokio::test]
+async fn a_wrong_api_key_is_unauthorized_without_hot_looping() {
+    let h = Harness::start_with(
+        "op-badkey",
+        OperatorOptions {
+            api_key: "wrong-key".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    h.apply_secret("creds", &[("token", b"v")], json!({})).await;
+    h.apply_bts("denied", spec("creds", "token"), json!({}))
+        .await
+        .unwrap();
+    let object = h.wait_reason("denied", "Unauthorized").await;
+    let message = &object.ready_condition().unwrap().message;
+    assert!(
+        message.contains("API key") && !message.contains("wrong-key"),
+        "{message}"
+    );
+    let seen = h.upsert_requests().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let later = h.upsert_requests().await;
+    assert_eq!(
+        later,
+        seen,
+        "{} more upserts in 4 s with a refused key",
+        later - seen
+    );
+    assert_eq!(later, 1, "one attempt, then a wait of minutes");
+}
+
+#[tokio::test]
+async fn baseten_outages_and_throttling_are_retried_until_synced() {
+    let h = Harness::start("op-outage").await;
+    h.fault(json!({"path_prefix": "/v1/secrets", "method": "POST", "status": 503, "count": 2}))
+        .await;
+    h.apply_secret("creds", &[("token", b"eventually")], json!({}))
+        .await;
+    h.apply_bts("flaky", spec("creds", "token"), json!({}))
+        .await
+        .unwrap();
+    h.wait_bts("flaky", "BasetenUnavailable", |o| {
+        o.ready_condition()
+            .is_some_and(|c| c.reason == "BasetenUnavailable")
+    })
+    .await;
+    h.wait_reason("flaky", "Synced").await;
+    assert_eq!(h.baseten_secret("flaky").await.unwrap().value, "eventually");
+
+    h.fault(json!({"path_prefix": "/v1/secrets", "method": "POST", "status": 429, "count": 1,
+                   "body": {"error": "Rate limit exceeded. Please try again later.", "retry_after": 2}}))
+        .await;
+    let throttled_at = Instant::now();
+    h.apply_secret("creds", &[("token", b"after throttling")], json!({}))
+        .await;
+    h.wait_bts("flaky", "RateLimited", |o| {
+        o.ready_condition()
+            .is_some_and(|c| c.reason == "RateLimited")
+    })
+    .await;
+    h.wait_baseten("flaky", "the value after throttling", |s| {
+        s.value == "after throttling"
+    })
+    .await;
+    assert!(
+        throttled_at.elapsed() >= Duration::from_secs(2),
+        "the retry honoured retry_after"
+    );
+    h.wait_reason("flaky", "Synced").await;
+}
+
+#[tokio::test]
+async fn no_value_or_api_key_reaches_logs_status_or_events_even_at_trace() {
+    let value = "sv-9c1f3b7a-unique-secret-value";
+    let second = "sv-2e8d4a61-rotated-secret-value";
+    let mut h = Harness::start_with(
+        "op-hygiene",
+        OperatorOptions {
+            rust_log: "trace".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    h.apply_secret("creds", &[("token", value.as_bytes())], json!({}))
+        .await;
+    h.apply_bts("hygiene", spec("creds", "token"), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("hygiene", "Synced").await;
+    h.fault(json!({"path_prefix": "/v1/secrets", "status": 500, "count": 1}))
+        .await;
+    h.apply_secret("creds", &[("token", second.as_bytes())], json!({}))
+        .await;
+    h.wait_baseten("hygiene", "the rotated value", |s| s.value == second)
+        .await;
+    h.wait_reason("hygiene", "Synced").await;
+    h.start_operator();
+    h.barrier().await;
+    h.stop_operator();
+
+    use base64::Engine;
+    let logs = h.operator_logs();
+    assert!(
+        logs.len() > 10_000,
+        "trace logging produced output ({} bytes)",
+        logs.len()
+    );
+    assert!(logs.contains("wrote secret to Baseten"));
+    for needle in [value, second, API_KEY] {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(needle);
+        for form in [needle.to_string(), b64[..b64.len() - 4].to_string()] {
+            assert!(!logs.contains(&form), "the logs contain {form:?}");
+        }
+    }
+
+    let object = serde_json::to_string(&h.bts_api().get("hygiene").await.unwrap()).unwrap();
+    let events =
+        kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(h.client.clone(), &h.ns)
+            .list(&Default::default())
+            .await
+            .unwrap();
+    assert!(!events.items.is_empty(), "events were published");
+    let events = serde_json::to_string(&events).unwrap();
+    for needle in [value, second, API_KEY] {
+        assert!(!object.contains(needle), "the resource contains a secret");
+        assert!(!events.contains(needle), "an event contains a secret");
+    }
+}
