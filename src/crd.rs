@@ -166,3 +166,37 @@ impl BasetenSecret {
             .find(|c| c.type_ == "Ready")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn committed_crd_matches_the_rust_types() {
+        let generated = serde_yaml::to_string(&BasetenSecret::crd()).unwrap();
+        let committed = include_str!("../crds/basetensecrets.yaml");
+        assert!(
+            generated == committed,
+            "crds/basetensecrets.yaml is stale; run `make crds` and commit the result"
+        );
+    }
+
+    #[test]
+    fn baseten_name_defaults_to_metadata_name() {
+        let mut object = BasetenSecret::new(
+            "hf-access-token",
+            BasetenSecretSpec {
+                secret_ref: SecretKeyRef {
+                    name: "hf-credentials".into(),
+                    key: "token".into(),
+                },
+                baseten_name: None,
+                suspend: false,
+            },
+        );
+        assert_eq!(object.desired_baseten_name(), "hf-access-token");
+        object.spec.baseten_name = Some("hf_access_token".into());
+        assert_eq!(object.desired_baseten_name(), "hf_access_token");
+    }
+}

@@ -115,6 +115,7 @@ impl Harness {
         let mut env: Vec<(&str, &str)> = vec![
             ("BASETEN_API_KEY", &self.options.api_key),
             ("RUST_LOG", &self.options.rust_log),
+            (testenv::SESSION_ENV, "test"),
         ];
         let kubeconfig = testenv::shared()
             .kubeconfig()

@@ -80,12 +80,27 @@ pub struct ControlPlane {
     started_in: Duration,
 }
 
+/// Environment variable set on every process testenv starts, naming who started it, so that
+/// a check can find processes a test run left behind (`make test` does).
+pub const SESSION_ENV: &str = "TESTENV_SESSION";
+
 /// What to start besides etcd and kube-apiserver.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Options {
     /// Also run kube-controller-manager with the namespace and garbage-collector controllers,
     /// so that deleted namespaces go away and owner references are honoured.
     pub controller_manager: bool,
+    /// Value of [`SESSION_ENV`] for the started processes: "test" or "dev".
+    pub session: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            controller_manager: false,
+            session: "test",
+        }
+    }
 }
 
 impl ControlPlane {
@@ -104,7 +119,8 @@ impl ControlPlane {
         let peer_port = free_port()?;
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let etcd = Supervised::spawn(
+        let session = [(SESSION_ENV, options.session)];
+        let etcd = Supervised::spawn_with_env(
             &bin.join("etcd"),
             &[
                 "--name=testenv".into(),
@@ -117,13 +133,14 @@ impl ControlPlane {
                 "--unsafe-no-fsync=true".into(),
                 "--log-level=warn".into(),
             ],
+            &session,
             &root.join("etcd.log"),
             Some(&root),
         )?;
 
         let port = free_port()?;
         let server = format!("https://127.0.0.1:{port}");
-        let apiserver = Supervised::spawn(
+        let apiserver = Supervised::spawn_with_env(
             &bin.join("kube-apiserver"),
             &[
                 format!("--etcd-servers={etcd_url}"),
@@ -150,6 +167,7 @@ impl ControlPlane {
                 "--profiling=false".into(),
                 "--v=0".into(),
             ],
+            &session,
             &root.join("kube-apiserver.log"),
             None,
         )?;
@@ -168,14 +186,14 @@ impl ControlPlane {
         };
         plane.wait_ready().await?;
         if options.controller_manager {
-            plane.start_controller_manager(&bin)?;
+            plane.start_controller_manager(&bin, options.session)?;
         }
         plane.started_in = begun.elapsed();
         Ok(plane)
     }
 
-    fn start_controller_manager(&mut self, bin: &Path) -> Result<()> {
-        let manager = Supervised::spawn(
+    fn start_controller_manager(&mut self, bin: &Path, session: &str) -> Result<()> {
+        let manager = Supervised::spawn_with_env(
             &bin.join("kube-controller-manager"),
             &[
                 format!("--kubeconfig={}", self.kubeconfig.display()),
@@ -186,6 +204,7 @@ impl ControlPlane {
                 "--use-service-account-credentials=false".into(),
                 "--v=0".into(),
             ],
+            &[(SESSION_ENV, session)],
             &self.root.join("kube-controller-manager.log"),
             None,
         )?;

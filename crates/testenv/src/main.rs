@@ -152,6 +152,7 @@ async fn serve(files: Files) -> Result<()> {
     std::fs::write(&files.pid, std::process::id().to_string())?;
     let plane = ControlPlane::start(Options {
         controller_manager: true,
+        session: "dev",
     })
     .await?;
     let api_key: String = {

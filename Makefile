@@ -1,0 +1,48 @@
+# Entry points for people and CI. `make test` is what CI runs.
+SHELL := bash
+CARGO ?= cargo
+
+.PHONY: all build test fmt-check clippy unit-and-integration controlplane crds env-up env-down demo dev clean-dev
+
+all: build
+
+build:
+	$(CARGO) build --workspace --bins
+
+## Builds etcd, kube-apiserver, kube-controller-manager and kubectl from upstream Go modules
+## into target/controlplane/bin (once; rebuilt only when the pinned versions change).
+controlplane:
+	tests/controlplane/build.sh
+
+## Regenerates the committed CRD from the Rust types.
+crds:
+	$(CARGO) run --quiet --bin crdgen > crds/basetensecrets.yaml
+
+## Everything: formatting, lints, unit, contract and integration tests, no leftover processes.
+test: controlplane fmt-check clippy unit-and-integration
+	hack/check-no-leftovers.sh
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit-and-integration:
+	$(CARGO) test --workspace
+
+## Starts a local control plane and the Baseten emulator in the background; writes target/dev/env.
+env-up: controlplane
+	$(CARGO) run --quiet -p testenv -- up --dir target/dev
+
+## Stops what env-up started.
+env-down:
+	$(CARGO) run --quiet -p testenv -- down --dir target/dev
+
+## The operator end to end with no cluster needed; stops everything at the end.
+demo: controlplane
+	hack/demo.sh demo
+
+## Like demo, but leaves everything running and prints how to use it.
+dev: controlplane
+	hack/demo.sh dev
