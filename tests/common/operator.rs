@@ -44,6 +44,74 @@ pub async fn install_crd(client: &Client) {
     .unwrap();
 }
 
+/// Namespace of the operator's ServiceAccount, as in deploy/base.
+const OPERATOR_NAMESPACE: &str = "baseten-secrets-operator";
+
+/// Gives the operator exactly the RBAC of `deploy/base/rbac.yaml` (ServiceAccount,
+/// ClusterRole, ClusterRoleBinding) and writes a kubeconfig that authenticates as that
+/// ServiceAccount, so every test proves the shipped permissions are enough.
+pub async fn least_privilege_kubeconfig(client: &Client, path: &std::path::Path) {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use kube::api::{DynamicObject, PostParams};
+    use kube::discovery::{ApiResource, Discovery};
+    use serde::Deserialize;
+
+    let apply = PatchParams::apply(TEST_MANAGER).force();
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            OPERATOR_NAMESPACE,
+            &apply,
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}})),
+        )
+        .await
+        .unwrap();
+    let discovery = Discovery::new(client.clone()).run().await.unwrap();
+    let manifests = include_str!("../../deploy/base/rbac.yaml");
+    for document in serde_yaml::Deserializer::from_str(manifests) {
+        let object = DynamicObject::deserialize(document).unwrap();
+        let types = object.types.clone().unwrap();
+        let gvk = kube::api::GroupVersionKind::try_from(&types).unwrap();
+        let (resource, capabilities): (ApiResource, _) = discovery.resolve_gvk(&gvk).unwrap();
+        let api: Api<DynamicObject> = match capabilities.scope {
+            kube::discovery::Scope::Namespaced => {
+                Api::namespaced_with(client.clone(), OPERATOR_NAMESPACE, &resource)
+            }
+            kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &resource),
+        };
+        let name = object.metadata.name.clone().unwrap();
+        api.patch(&name, &apply, &Patch::Apply(&object))
+            .await
+            .unwrap();
+    }
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(client.clone(), OPERATOR_NAMESPACE)
+        .create_token_request(OPERATOR_NAMESPACE, &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let mut kubeconfig = match testenv::shared().kubeconfig() {
+        Some(admin) => kube::config::Kubeconfig::read_from(admin).unwrap(),
+        None => kube::config::Kubeconfig::read().unwrap(),
+    };
+    for named in &mut kubeconfig.auth_infos {
+        named.auth_info = Some(kube::config::AuthInfo {
+            token: Some(token.clone().into()),
+            ..Default::default()
+        });
+    }
+    std::fs::write(path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+}
+
 /// Options for the operator process.
 pub struct OperatorOptions {
     /// The API key the operator uses.
@@ -93,6 +161,8 @@ impl Harness {
         )
         .await
         .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        least_privilege_kubeconfig(&client, &dir.path().join("operator.kubeconfig")).await;
         let mut harness = Self {
             client,
             ns,
@@ -100,7 +170,7 @@ impl Harness {
             http: reqwest::Client::new(),
             operator: None,
             options,
-            dir: tempfile::tempdir().unwrap(),
+            dir,
             starts: 0,
         };
         harness.start_operator();
@@ -117,12 +187,13 @@ impl Harness {
             ("RUST_LOG", &self.options.rust_log),
             (testenv::SESSION_ENV, "test"),
         ];
-        let kubeconfig = testenv::shared()
-            .kubeconfig()
-            .map(|p| p.display().to_string());
-        if let Some(path) = &kubeconfig {
-            env.push(("KUBECONFIG", path));
-        }
+        let kubeconfig = self
+            .dir
+            .path()
+            .join("operator.kubeconfig")
+            .display()
+            .to_string();
+        env.push(("KUBECONFIG", &kubeconfig));
         let operator = Supervised::spawn_with_env(
             &PathBuf::from(env!("CARGO_BIN_EXE_baseten-secrets-operator")),
             &[
