@@ -25,6 +25,7 @@ pub const FORCE_SYNC_ANNOTATION: &str = "baseten.co/force-sync";
     category = "baseten",
     namespaced,
     status = "BasetenSecretStatus",
+    doc = "Pushes one key of a Kubernetes Secret to Baseten as a Baseten secret, and keeps it in sync.",
     printcolumn(
         name = "Secret",
         type_ = "string",
@@ -72,9 +73,7 @@ pub struct BasetenSecretSpec {
     /// The key of a Secret in the same namespace whose value is pushed to Baseten.
     pub secret_ref: SecretKeyRef,
 
-    /// Name of the secret in Baseten. Defaults to metadata.name. Letters, digits, '-', '.'
-    /// and '_' only, at most 253 characters, not "." or "..". Baseten treats every
-    /// non-alphanumeric character as the same, so "hf_token" and "hf-token" are one secret.
+    /// Name of the secret in Baseten. Defaults to metadata.name. Letters, digits, '-', '.' and '_' only, at most 253 characters, not "." or "..". Baseten treats every non-alphanumeric character as the same, so "hf_token" and "hf-token" are one secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     #[x_kube(validation = Rule::new("self != '.' && self != '..'").message("basetenName may not be '.' or '..'"))]
@@ -109,9 +108,7 @@ pub struct BasetenSecretStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Current state. "Ready" is True when Baseten holds the current value of the key; its
-    /// reason is one of Synced, SecretNotFound, KeyNotFound, InvalidValue, Unauthorized,
-    /// BasetenRejected, BasetenUnavailable, RateLimited, Suspended.
+    /// Current state. "Ready" is True when Baseten holds the current value of the key; its reason is one of Synced, SecretNotFound, KeyNotFound, InvalidValue, Unauthorized, BasetenRejected, BasetenUnavailable, RateLimited, Suspended.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -136,9 +133,7 @@ pub struct BasetenSecretStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
 
-    /// Keyed hash (HMAC-SHA256 under a key derived from the Baseten API key) of the Baseten
-    /// name and the value last written. It reveals nothing about the value and lets the
-    /// operator skip writes when nothing changed, also across restarts.
+    /// Keyed hash (HMAC-SHA256 under a key derived from the Baseten API key) of the Baseten name and the value last written. It reveals nothing about the value and lets the operator skip writes when nothing changed, also across restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synced_hash: Option<String>,
 
