@@ -25,7 +25,7 @@ while want_name and time.time() < deadline:
 print(f"{'NAME':<20} {'ID':<9} {'TEAM':<14} {'CREATED_AT':<22} {'WRITES':>6}  VALUE")
 for s in rows:
     value = s["value"]
-    masked = (value[:3] + "*" * max(len(value) - 3, 0)) if len(value) > 6 else "*" * len(value)
+    masked = f"******** ({len(value)} characters)"
     print(f"{s['name']:<20} {s['id']:<9} {s['team_name']:<14} {s['created_at']:<22} {s['writes']:>6}  {masked}")
 if want_name and not any(s["name"] == want_name and s["writes"] >= want_writes for s in rows):
     sys.exit(f"timed out waiting for {want_name} to reach {want_writes} writes")

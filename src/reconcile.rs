@@ -400,7 +400,7 @@ async fn apply(
     })
 }
 
-/// Writes the status if it changed and publishes an event on a transition or a write.
+/// Writes the status if it changed and publishes an event when the Ready reason changes.
 async fn record(
     object: &BasetenSecret,
     ctx: &Context,
@@ -437,8 +437,8 @@ async fn record(
         .iter()
         .find(|c| c.type_ == crate::status::READY)
         .map(|c| c.reason.as_str());
-    let transition = previous_reason != Some(outcome.reason.as_str());
-    if transition || outcome.written.is_some() {
+    // Events mark transitions of the Ready reason only; lastSyncTime records every write.
+    if previous_reason != Some(outcome.reason.as_str()) {
         let event = Event {
             type_: if outcome.reason == Reason::Synced {
                 EventType::Normal

@@ -85,6 +85,25 @@ async fn create_syncs_and_a_secret_update_arrives_within_two_seconds() {
         .unwrap();
     assert_eq!(after.created_at, status.created_at);
     assert!(after.last_sync_time.unwrap().0 >= status.last_sync_time.unwrap().0);
+
+    // One event for the transition to Synced; the rotation is no transition.
+    let events =
+        kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(h.client.clone(), &h.ns)
+            .list(&Default::default())
+            .await
+            .unwrap();
+    let reasons: Vec<_> = events
+        .items
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("hf-access-token"))
+        .map(|e| {
+            (
+                e.reason.clone().unwrap_or_default(),
+                e.type_.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(reasons, [("Synced".to_string(), "Normal".to_string())]);
 }
 
 #[tokio::test]
@@ -139,6 +158,20 @@ async fn a_missing_secret_is_reported_then_synced_once_created() {
     let synced = h.wait_reason("later", "Synced").await;
     assert_eq!(synced.metadata.generation, waiting.metadata.generation);
     assert_eq!(h.baseten_secret("later").await.unwrap().value, "arrived");
+    let mut reasons: Vec<_> = h
+        .events_for("later")
+        .await
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.type_.unwrap_or_default()))
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            ("SecretNotFound".to_string(), "Warning".to_string()),
+            ("Synced".to_string(), "Normal".to_string())
+        ]
+    );
 }
 
 #[tokio::test]

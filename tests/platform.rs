@@ -7,8 +7,7 @@ mod common;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -211,46 +210,6 @@ async fn finalizer_blocks_deletion_until_removed() {
     .expect("deleted once the finalizer is removed");
 }
 
-async fn token_for(client: &Client, ns: &str, account: &str) -> String {
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let account_object: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": account}})).unwrap();
-    accounts
-        .create(&PostParams::default(), &account_object)
-        .await
-        .unwrap();
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(600),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let issued = accounts
-        .create_token_request(account, &PostParams::default(), &request)
-        .await
-        .unwrap();
-    issued.status.unwrap().token
-}
-
-async fn client_with_token(token: String) -> Client {
-    let mut config = match testenv::shared().kubeconfig() {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path).unwrap();
-            kube::Config::from_custom_kubeconfig(file, &Default::default())
-                .await
-                .unwrap()
-        }
-        None => kube::Config::infer().await.unwrap(),
-    };
-    config.auth_info = kube::config::AuthInfo {
-        token: Some(token.into()),
-        ..Default::default()
-    };
-    Client::try_from(config).unwrap()
-}
-
 #[tokio::test]
 async fn rbac_denies_an_unbound_service_account_and_allows_a_bound_one() {
     let client = common::client().await;
@@ -303,7 +262,9 @@ async fn rbac_denies_an_unbound_service_account_and_allows_a_bound_one() {
         .await
         .unwrap();
 
-    let stranger = client_with_token(token_for(&client, &ns, "stranger").await).await;
+    let stranger =
+        common::client_with_token(&common::service_account_token(&client, &ns, "stranger").await)
+            .await;
     match Api::<Secret>::namespaced(stranger, &ns).get("s").await {
         Err(Error::Api(status)) => assert_eq!(status.code, 403),
         other => panic!(
@@ -312,7 +273,9 @@ async fn rbac_denies_an_unbound_service_account_and_allows_a_bound_one() {
         ),
     }
 
-    let reader = client_with_token(token_for(&client, &ns, "reader").await).await;
+    let reader =
+        common::client_with_token(&common::service_account_token(&client, &ns, "reader").await)
+            .await;
     let readable = Api::<Secret>::namespaced(reader.clone(), &ns);
     // RBAC changes reach the authorizer's cache quickly, but not synchronously.
     let got = tokio::time::timeout(WAIT, async {

@@ -51,9 +51,8 @@ const OPERATOR_NAMESPACE: &str = "baseten-secrets-operator";
 /// ClusterRole, ClusterRoleBinding) and writes a kubeconfig that authenticates as that
 /// ServiceAccount, so every test proves the shipped permissions are enough.
 pub async fn least_privilege_kubeconfig(client: &Client, path: &std::path::Path) {
-    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-    use kube::api::{DynamicObject, PostParams};
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::DynamicObject;
     use kube::discovery::{ApiResource, Discovery};
     use serde::Deserialize;
 
@@ -84,31 +83,8 @@ pub async fn least_privilege_kubeconfig(client: &Client, path: &std::path::Path)
             .await
             .unwrap();
     }
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(3600),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let token = Api::<ServiceAccount>::namespaced(client.clone(), OPERATOR_NAMESPACE)
-        .create_token_request(OPERATOR_NAMESPACE, &PostParams::default(), &request)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token;
-    let mut kubeconfig = match testenv::shared().kubeconfig() {
-        Some(admin) => kube::config::Kubeconfig::read_from(admin).unwrap(),
-        None => kube::config::Kubeconfig::read().unwrap(),
-    };
-    for named in &mut kubeconfig.auth_infos {
-        named.auth_info = Some(kube::config::AuthInfo {
-            token: Some(token.clone().into()),
-            ..Default::default()
-        });
-    }
+    let token = super::service_account_token(client, OPERATOR_NAMESPACE, OPERATOR_NAMESPACE).await;
+    let kubeconfig = super::kubeconfig_with_token(&token);
     std::fs::write(path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
 }
 
@@ -360,6 +336,18 @@ impl Harness {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Events published about the named BasetenSecret.
+    pub async fn events_for(&self, name: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(self.client.clone(), &self.ns)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect()
     }
 
     /// Injects a fault into the emulator.
