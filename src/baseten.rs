@@ -18,6 +18,10 @@ pub const DEFAULT_BASE_URL: &str = "https://api.baseten.co";
 /// Requests per second Baseten allows per API key and per endpoint.
 pub const BASETEN_RATE_LIMIT_PER_SECOND: u32 = 100;
 
+/// Requests per second this client sends per endpoint: 10% under Baseten's limit, so that
+/// network jitter can never push 101 requests into one of Baseten's one-second windows.
+pub const CLIENT_RATE_LIMIT_PER_SECOND: u32 = BASETEN_RATE_LIMIT_PER_SECOND * 9 / 10;
+
 /// Time allowed for one request, connection included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -170,7 +174,7 @@ impl BasetenClient {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
             authorization,
-            limiter: Arc::new(RateLimiter::new(BASETEN_RATE_LIMIT_PER_SECOND)),
+            limiter: Arc::new(RateLimiter::new(CLIENT_RATE_LIMIT_PER_SECOND)),
         })
     }
 

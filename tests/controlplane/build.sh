@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 out=${1:-${CONTROLPLANE_BIN_DIR:-$repo/target/controlplane/bin}}
 mkdir -p "$out"
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
 
 stamp_of() { cat "$here/go.mod" "$here/go.sum" "$here/build.sh"; go version; }
 want=$( stamp_of | sha256sum | cut -d' ' -f1 )

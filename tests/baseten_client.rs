@@ -1,0 +1,156 @@
+//! The operator's Baseten client against the emulator: answers parsed, every failure
+//! classified as the controller needs it, and nothing of a value or key in any error.
+
+use std::time::{Duration, Instant};
+
+use baseten_secrets_operator::baseten::{BasetenClient, BasetenError};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+const KEY: &str = "client-test-key-77d1";
+const VALUE: &str = "client-test-value-0c4e";
+
+async fn emulator() -> baseten_emulator::Running {
+    baseten_secrets_operator::install_crypto_provider();
+    baseten_emulator::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        baseten_emulator::Config {
+            api_keys: vec![KEY.into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn client(emulator: &baseten_emulator::Running, key: &str) -> BasetenClient {
+    BasetenClient::new(&emulator.url(), &SecretString::from(key.to_string())).unwrap()
+}
+
+async fn fault(emulator: &baseten_emulator::Running, fault: Value) {
+    reqwest::Client::new()
+        .post(format!("{}/_admin/faults", emulator.url()))
+        .json(&fault)
+        .send()
+        .await
+        .unwrap();
+}
+
+fn value() -> SecretString {
+    SecretString::from(VALUE.to_string())
+}
+
+fn assert_clean(error: &BasetenError) {
+    for text in [error.to_string(), format!("{error:?}")] {
+        assert!(!text.contains(VALUE) && !text.contains(KEY), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn upsert_returns_what_baseten_answers() {
+    let emulator = emulator().await;
+    let baseten = client(&emulator, KEY);
+    let created = baseten.upsert("hf_access_token", &value()).await.unwrap();
+    assert_eq!(created.name, "hf_access_token");
+    assert_eq!(created.team_name.as_deref(), Some("Default Team"));
+    let id = created.id.clone().expect("an id");
+    let updated = baseten.upsert("hf-access-token", &value()).await.unwrap();
+    assert_eq!(updated.id.as_deref(), Some(id.as_str()));
+    assert_eq!(updated.created_at, created.created_at);
+}
+
+#[tokio::test]
+async fn failures_are_classified_for_the_controller() {
+    let emulator = emulator().await;
+    let wrong = client(&emulator, "not-the-key");
+    let error = wrong.upsert("a", &value()).await.unwrap_err();
+    assert!(
+        matches!(error, BasetenError::Unauthorized { status: 401 }),
+        "{error:?}"
+    );
+    assert_clean(&error);
+
+    let baseten = client(&emulator, KEY);
+    let cases = [
+        (
+            json!({"path_prefix": "/v1/secrets", "status": 503}),
+            "unavailable",
+        ),
+        (
+            json!({"path_prefix": "/v1/secrets", "status": 502, "body": {"html": "<h1>Bad gateway</h1>"}}),
+            "unavailable",
+        ),
+        (
+            json!({"path_prefix": "/v1/secrets", "status": 400, "body": {"code": "VALIDATION_ERROR", "message": VALUE}}),
+            "rejected",
+        ),
+        (
+            json!({"path_prefix": "/v1/secrets", "status": 403}),
+            "unauthorized",
+        ),
+        (
+            json!({"path_prefix": "/v1/secrets", "status": 429, "body": {"error": "Rate limit exceeded. Please try again later.", "retry_after": 37}}),
+            "throttled",
+        ),
+        (
+            json!({"path_prefix": "/v1/secrets", "drop_connection": true}),
+            "transport",
+        ),
+    ];
+    for (injected, expected) in cases {
+        fault(&emulator, injected.clone()).await;
+        let error = baseten.upsert("a", &value()).await.unwrap_err();
+        assert_clean(&error);
+        let kind = match &error {
+            BasetenError::Unavailable { .. } => "unavailable",
+            BasetenError::Rejected { code, .. } => {
+                assert_eq!(code.as_deref(), Some("VALIDATION_ERROR"));
+                "rejected"
+            }
+            BasetenError::Unauthorized { status: 403 } => "unauthorized",
+            BasetenError::RateLimited { retry_after } => {
+                assert_eq!(*retry_after, Some(Duration::from_secs(37)));
+                "throttled"
+            }
+            BasetenError::Transport(_) => "transport",
+            other => panic!("{injected}: unexpected {other:?}"),
+        };
+        assert_eq!(kind, expected, "{injected}");
+    }
+    assert!(
+        baseten.upsert("a", &value()).await.is_ok(),
+        "faults are used up"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_baseten_is_waited_for_and_the_rate_limit_is_kept() {
+    let emulator = emulator().await;
+    let baseten = client(&emulator, KEY);
+    fault(
+        &emulator,
+        json!({"path_prefix": "/v1/secrets", "latency_ms": 300}),
+    )
+    .await;
+    let started = Instant::now();
+    baseten.upsert("slow", &value()).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    // 150 upserts at once never exceed the emulator's 100/s: no 429 comes back, and the
+    // client's 90/s pacing spreads them over more than 1.6 s.
+    let started = Instant::now();
+    let results = futures::future::join_all((0..150).map(|i| {
+        let baseten = baseten.clone();
+        async move { baseten.upsert(&format!("s{i}"), &value()).await }
+    }))
+    .await;
+    assert!(
+        results.iter().all(Result::is_ok),
+        "{:?}",
+        results.iter().find(|r| r.is_err())
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(490),
+        "spaced over at least half a second"
+    );
+}
