@@ -231,15 +231,6 @@ async fn read_value(
     Ok(extract_value(&secret, key_ref, namespace))
 }
 
-fn user_problem((reason, message): (Reason, String)) -> Outcome {
-    Outcome {
-        reason,
-        message,
-        written: None,
-        force_sync_token: None,
-    }
-}
-
 fn baseten_failure_message(error: &BasetenError, baseten_name: &str) -> String {
     let advice = match error {
         BasetenError::Unauthorized { .. } => {
@@ -264,6 +255,25 @@ pub async fn reconcile(object: Arc<BasetenSecret>, ctx: Arc<Context>) -> Result<
         .await
 }
 
+/// What the Baseten step of a reconcile came to.
+// A short-lived return value; boxing the common variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Pushed {
+    /// An outcome to record; with the error when it is worth a retry soon.
+    Outcome(Outcome, Option<BasetenError>),
+    /// The same write failed recently and waits this long before it is tried again.
+    Waiting(Duration),
+}
+
+fn outcome(reason: Reason, message: String) -> Outcome {
+    Outcome {
+        reason,
+        message,
+        written: None,
+        force_sync_token: None,
+    }
+}
+
 async fn apply(
     object: &BasetenSecret,
     ctx: &Context,
@@ -273,109 +283,25 @@ async fn apply(
     let key_ref = &object.spec.secret_ref;
     // Registered before the read, so a Secret change after it always triggers a reconcile.
     ctx.index.register(namespace, name, &key_ref.name);
-
-    let baseten_name = object.desired_baseten_name();
     let current = ctx.current_status(object);
-    let mut transient: Option<BasetenError> = None;
-    let outcome = if object.spec.suspend {
-        Outcome {
-            reason: Reason::Suspended,
-            message: "spec.suspend is true; nothing is written to Baseten until it is false".into(),
-            written: None,
-            force_sync_token: None,
-        }
+
+    let pushed = if object.spec.suspend {
+        Pushed::Outcome(
+            outcome(
+                Reason::Suspended,
+                "spec.suspend is true; nothing is written to Baseten until it is false".into(),
+            ),
+            None,
+        )
     } else {
         match read_value(&ctx.client, namespace, key_ref).await? {
-            Err(problem) => user_problem(problem),
-            Ok(value) => {
-                let synced_hash = ctx.hash_key.synced_hash(&baseten_name, &value);
-                let force_token = object.annotations().get(FORCE_SYNC_ANNOTATION).cloned();
-                let decision = decide(
-                    Some(&current),
-                    &baseten_name,
-                    &synced_hash,
-                    force_token.as_deref(),
-                );
-                debug!(?decision, "decided");
-                let attempt = format!(
-                    "{synced_hash}/{}/{}",
-                    object.metadata.generation.unwrap_or_default(),
-                    force_token.as_deref().unwrap_or_default()
-                );
-                let key = ObjectRef::from_obj(object);
-                if decision != Decision::UpToDate {
-                    let waiting = ctx
-                        .retries()
-                        .get(&key)
-                        .filter(|r| r.attempt == attempt)
-                        .map(|r| r.not_before.saturating_duration_since(Instant::now()))
-                        .filter(|left| !left.is_zero());
-                    if let Some(left) = waiting {
-                        // Our own status write re-triggers a reconcile; the same failed
-                        // write waits for its retry time instead of hammering Baseten.
-                        debug!(
-                            retry_in_ms = left.as_millis() as u64,
-                            "write waits for its retry time"
-                        );
-                        return Ok(Action::requeue(left));
-                    }
-                }
-                let synced_message = format!(
-                    "key {:?} of Secret {namespace}/{} is in Baseten as {baseten_name:?}",
-                    key_ref.key, key_ref.name
-                );
-                if decision == Decision::UpToDate {
-                    Outcome {
-                        reason: Reason::Synced,
-                        message: synced_message,
-                        written: None,
-                        force_sync_token: None,
-                    }
-                } else {
-                    match ctx.baseten.upsert(&baseten_name, &value).await {
-                        Ok(secret) => {
-                            ctx.retries().remove(&key);
-                            info!(?decision, baseten_name = %baseten_name, "wrote secret to Baseten");
-                            Outcome {
-                                reason: Reason::Synced,
-                                message: synced_message,
-                                written: Some(Written {
-                                    secret,
-                                    baseten_name: baseten_name.clone(),
-                                    synced_hash,
-                                }),
-                                force_sync_token: force_token.filter(|t| !t.is_empty()),
-                            }
-                        }
-                        Err(error) => {
-                            warn!(error = %error, "Baseten write failed");
-                            let mut retries = ctx.retries();
-                            let failures = retries.get(&key).map(|r| r.failures).unwrap_or(0) + 1;
-                            let delay = jittered(retry_delay(&error, failures));
-                            retries.insert(
-                                key.clone(),
-                                Retry {
-                                    not_before: Instant::now() + delay,
-                                    attempt,
-                                    failures,
-                                },
-                            );
-                            drop(retries);
-                            let outcome = Outcome {
-                                reason: Reason::of_baseten_error(&error),
-                                message: baseten_failure_message(&error, &baseten_name),
-                                written: None,
-                                force_sync_token: None,
-                            };
-                            if error.is_transient() {
-                                transient = Some(error);
-                            }
-                            outcome
-                        }
-                    }
-                }
-            }
+            Err((reason, message)) => Pushed::Outcome(outcome(reason, message), None),
+            Ok(value) => push(object, ctx, &current, namespace, &value).await,
         }
+    };
+    let (outcome, transient) = match pushed {
+        Pushed::Waiting(left) => return Ok(Action::requeue(left)),
+        Pushed::Outcome(outcome, transient) => (outcome, transient),
     };
 
     record(object, ctx, &current, namespace, name, &outcome).await?;
@@ -398,6 +324,103 @@ async fn apply(
         // Everything else waits for a change of the resource or of its Secret.
         _ => Action::await_change(),
     })
+}
+
+/// Decides whether Baseten needs the value and writes it if so, minding the retry time of a
+/// recent failure of the very same write.
+async fn push(
+    object: &BasetenSecret,
+    ctx: &Context,
+    current: &BasetenSecretStatus,
+    namespace: &str,
+    value: &SecretString,
+) -> Pushed {
+    let key_ref = &object.spec.secret_ref;
+    let baseten_name = object.desired_baseten_name();
+    let synced_hash = ctx.hash_key.synced_hash(&baseten_name, value);
+    let force_token = object
+        .annotations()
+        .get(FORCE_SYNC_ANNOTATION)
+        .filter(|t| !t.is_empty())
+        .cloned();
+    let decision = decide(
+        Some(current),
+        &baseten_name,
+        &synced_hash,
+        force_token.as_deref(),
+    );
+    debug!(?decision, "decided");
+    let synced = outcome(
+        Reason::Synced,
+        format!(
+            "key {:?} of Secret {namespace}/{} is in Baseten as {baseten_name:?}",
+            key_ref.key, key_ref.name
+        ),
+    );
+    if decision == Decision::UpToDate {
+        return Pushed::Outcome(synced, None);
+    }
+
+    let key = ObjectRef::from_obj(object);
+    let attempt = format!(
+        "{synced_hash}/{}/{}",
+        object.metadata.generation.unwrap_or_default(),
+        force_token.as_deref().unwrap_or_default()
+    );
+    let waiting = ctx
+        .retries()
+        .get(&key)
+        .filter(|r| r.attempt == attempt)
+        .map(|r| r.not_before.saturating_duration_since(Instant::now()))
+        .filter(|left| !left.is_zero());
+    if let Some(left) = waiting {
+        // Our own status write re-triggers a reconcile; the same failed write waits for
+        // its retry time instead of hammering Baseten.
+        debug!(
+            retry_in_ms = left.as_millis() as u64,
+            "write waits for its retry time"
+        );
+        return Pushed::Waiting(left);
+    }
+
+    match ctx.baseten.upsert(&baseten_name, value).await {
+        Ok(secret) => {
+            ctx.retries().remove(&key);
+            info!(?decision, baseten_name = %baseten_name, "wrote secret to Baseten");
+            Pushed::Outcome(
+                Outcome {
+                    written: Some(Written {
+                        secret,
+                        baseten_name,
+                        synced_hash,
+                    }),
+                    force_sync_token: force_token,
+                    ..synced
+                },
+                None,
+            )
+        }
+        Err(error) => {
+            warn!(error = %error, "Baseten write failed");
+            let mut retries = ctx.retries();
+            let failures = retries.get(&key).map(|r| r.failures).unwrap_or(0) + 1;
+            let delay = jittered(retry_delay(&error, failures));
+            retries.insert(
+                key,
+                Retry {
+                    not_before: Instant::now() + delay,
+                    attempt,
+                    failures,
+                },
+            );
+            drop(retries);
+            let failed = outcome(
+                Reason::of_baseten_error(&error),
+                baseten_failure_message(&error, &baseten_name),
+            );
+            Pushed::Outcome(failed, error.is_transient().then_some(error))
+        }
+    }
 }
 
 /// Writes the status if it changed and publishes an event when the Ready reason changes.
