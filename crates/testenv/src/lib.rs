@@ -24,6 +24,9 @@ pub use process::Supervised;
 /// How long the control plane may take to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// How often [`shared`] tries to start the control plane before giving up.
+pub const START_ATTEMPTS: u32 = 3;
+
 /// Namespace-free name of the admin user in the generated kubeconfig.
 pub const ADMIN_USER: &str = "testenv-admin";
 
@@ -367,9 +370,19 @@ pub fn shared() -> &'static Environment {
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            let plane = runtime
-                .block_on(ControlPlane::start(Options::default()))
-                .expect("starting the local control plane");
+            // Free ports are found by binding and releasing them; another process can take
+            // one in between, so a failed start is tried again on fresh ports.
+            let mut attempt = 1;
+            let plane = loop {
+                match runtime.block_on(ControlPlane::start(Options::default())) {
+                    Ok(plane) => break plane,
+                    Err(error) if attempt < START_ATTEMPTS => {
+                        eprintln!("testenv: start attempt {attempt} failed, retrying: {error:#}");
+                        attempt += 1;
+                    }
+                    Err(error) => panic!("starting the local control plane: {error:#}"),
+                }
+            };
             eprintln!(
                 "testenv: control plane ready at {} in {:.1}s",
                 plane.server(),
