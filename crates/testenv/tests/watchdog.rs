@@ -29,7 +29,7 @@ fn a_supervised_child_dies_when_its_starter_exits_abruptly() {
         let dir = tempfile::tempdir().unwrap();
         let child = Supervised::spawn(
             Path::new("sleep"),
-            &[seconds.clone()],
+            std::slice::from_ref(&seconds),
             &dir.path().join("sleep.log"),
             None,
         )
