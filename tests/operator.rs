@@ -401,6 +401,7 @@ async fn no_value_or_api_key_reaches_logs_status_or_events_even_at_trace() {
         "op-hygiene",
         OperatorOptions {
             rust_log: "trace".into(),
+            log_format: "json",
             ..Default::default()
         },
     )
@@ -430,6 +431,12 @@ async fn no_value_or_api_key_reaches_logs_status_or_events_even_at_trace() {
         logs.len()
     );
     assert!(logs.contains("wrote secret to Baseten"));
+    for line in logs.lines().filter(|l| !l.is_empty()) {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not a JSON log line: {line}"
+        );
+    }
     for needle in [value, second, API_KEY] {
         let b64 = base64::engine::general_purpose::STANDARD.encode(needle);
         for form in [needle.to_string(), b64[..b64.len() - 4].to_string()] {

@@ -94,6 +94,8 @@ pub struct OperatorOptions {
     pub api_key: String,
     /// RUST_LOG for the operator.
     pub rust_log: String,
+    /// --log-format for the operator.
+    pub log_format: &'static str,
 }
 
 impl Default for OperatorOptions {
@@ -101,6 +103,7 @@ impl Default for OperatorOptions {
         Self {
             api_key: API_KEY.into(),
             rust_log: "info,baseten_secrets_operator=debug".into(),
+            log_format: "text",
         }
     }
 }
@@ -175,7 +178,7 @@ impl Harness {
             &[
                 format!("--watch-namespace={}", self.ns),
                 format!("--baseten-url={}", self.emulator.url()),
-                "--log-format=text".into(),
+                format!("--log-format={}", self.options.log_format),
                 "--concurrency=4".into(),
             ],
             &env,
