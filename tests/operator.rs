@@ -457,3 +457,39 @@ async fn no_value_or_api_key_reaches_logs_status_or_events_even_at_trace() {
         assert!(!events.contains(needle), "an event contains a secret");
     }
 }
+
+#[tokio::test]
+async fn one_secret_read_by_two_resources_updates_both() {
+    let h = Harness::start("op-shared").await;
+    h.apply_secret("creds", &[("token", b"v1"), ("other", b"o1")], json!({}))
+        .await;
+    h.apply_bts("first", spec("creds", "token"), json!({}))
+        .await
+        .unwrap();
+    h.apply_bts("second", spec("creds", "other"), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("first", "Synced").await;
+    h.wait_reason("second", "Synced").await;
+
+    h.apply_secret("creds", &[("token", b"v2"), ("other", b"o2")], json!({}))
+        .await;
+    h.wait_baseten("first", "v2", |s| s.value == "v2").await;
+    h.wait_baseten("second", "o2", |s| s.value == "o2").await;
+
+    // Pointing one resource at another Secret moves its trigger there.
+    h.apply_secret("moved", &[("token", b"m1")], json!({}))
+        .await;
+    h.apply_bts("second", spec("moved", "token"), json!({}))
+        .await
+        .unwrap();
+    h.wait_baseten("second", "m1", |s| s.value == "m1").await;
+    h.apply_secret("moved", &[("token", b"m2")], json!({}))
+        .await;
+    h.wait_baseten("second", "m2", |s| s.value == "m2").await;
+    h.apply_secret("creds", &[("token", b"v3"), ("other", b"o3")], json!({}))
+        .await;
+    h.wait_baseten("first", "v3", |s| s.value == "v3").await;
+    h.barrier().await;
+    assert_eq!(h.baseten_secret("second").await.unwrap().value, "m2");
+}
