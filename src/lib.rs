@@ -11,23 +11,10 @@ pub mod crd;
 pub mod error;
 pub mod hash;
 pub mod index;
+pub mod process;
 pub mod reconcile;
 pub mod status;
 pub mod telemetry;
 
 pub use crd::{BasetenSecret, BasetenSecretSpec, BasetenSecretStatus};
-
-/// Installs rustls' ring provider as the process default. Call once before any client is built.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// Completes on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
-}
+pub use process::{install_crypto_provider, shutdown_signal};
