@@ -41,7 +41,7 @@ pub async fn run(
         .await
     {
         anyhow::bail!(
-            "cannot list BasetenSecrets ({error}); is the CRD installed (kubectl apply -k deploy/) and may this identity list them?"
+            "cannot list BasetenSecrets ({error}); is the CRD installed (kubectl apply -k crds/) and may this identity list them?"
         );
     }
 
