@@ -258,12 +258,7 @@ async fn invalid_baseten_names_are_rejected_by_the_apiserver() {
 #[tokio::test]
 async fn suspend_stops_writes_and_resuming_writes_the_latest_value() {
     let h = Harness::start("op-suspend").await;
-    h.apply_secret("creds", &[("token", b"one")], json!({}))
-        .await;
-    h.apply_bts("paused", spec("creds", "token"), json!({}))
-        .await
-        .unwrap();
-    h.wait_reason("paused", "Synced").await;
+    h.synced("paused", "creds", "token", b"one").await;
 
     let mut suspended = spec("creds", "token");
     suspended["suspend"] = json!(true);
@@ -290,12 +285,7 @@ async fn suspend_stops_writes_and_resuming_writes_the_latest_value() {
 #[tokio::test]
 async fn force_sync_annotation_writes_exactly_once_per_value() {
     let h = Harness::start("op-force").await;
-    h.apply_secret("creds", &[("token", b"same")], json!({}))
-        .await;
-    h.apply_bts("forced", spec("creds", "token"), json!({}))
-        .await
-        .unwrap();
-    h.wait_reason("forced", "Synced").await;
+    h.synced("forced", "creds", "token", b"same").await;
 
     let annotate = |value: &str| {
         Patch::Merge(json!({"metadata": {"annotations": {"baseten.co/force-sync": value}}}))

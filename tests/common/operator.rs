@@ -261,31 +261,56 @@ impl Harness {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
-    /// Polls the BasetenSecret until `check` holds; panics with its last state otherwise.
+    /// Probes every 20 ms until the probe finds something; panics after [`WAIT`] with the
+    /// last state the probe described and the operator's logs.
+    async fn poll_until<T>(
+        &self,
+        what: &str,
+        mut probe: impl AsyncFnMut() -> (Option<T>, String),
+    ) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (found, state) = probe().await;
+            if let Some(found) = found {
+                return found;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; last state: {state}\noperator logs:\n{}",
+                    self.operator_logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls the BasetenSecret until `check` holds.
     pub async fn wait_bts(
         &self,
         name: &str,
         what: &str,
         check: impl Fn(&BasetenSecret) -> bool,
     ) -> BasetenSecret {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        self.poll_until(&format!("{what} on {}/{name}", self.ns), async || {
             let current = self.bts_api().get_opt(name).await.unwrap();
-            if let Some(object) = &current
-                && check(object)
-            {
-                return object.clone();
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what} on {}/{name}; last state: {:?}\noperator logs:\n{}",
-                    self.ns,
-                    current.and_then(|o| o.status),
-                    self.operator_logs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            let state = format!("{:?}", current.as_ref().and_then(|o| o.status.as_ref()));
+            (current.filter(|o| check(o)), state)
+        })
+        .await
+    }
+
+    /// Applies Secret `secret` holding `key`, and BasetenSecret `name` reading it; waits for
+    /// Synced.
+    pub async fn synced(&self, name: &str, secret: &str, key: &str, value: &[u8]) -> BasetenSecret {
+        self.apply_secret(secret, &[(key, value)], json!({})).await;
+        self.apply_bts(
+            name,
+            json!({"secretRef": {"name": secret, "key": key}}),
+            json!({}),
+        )
+        .await
+        .unwrap();
+        self.wait_reason(name, "Synced").await
     }
 
     /// Waits until the Ready condition has `reason` for the current generation.
@@ -323,22 +348,12 @@ impl Harness {
         what: &str,
         check: impl Fn(&AdminSecret) -> bool,
     ) -> AdminSecret {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        self.poll_until(&format!("{what} of Baseten secret {name}"), async || {
             let current = self.baseten_secret(name).await;
-            if let Some(secret) = &current
-                && check(secret)
-            {
-                return secret.clone();
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what} of Baseten secret {name}; operator logs:\n{}",
-                    self.operator_logs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            let state = format!("{:?}", current.as_ref().map(|s| (&s.name, s.writes)));
+            (current.filter(|s| check(s)), state)
+        })
+        .await
     }
 
     /// Events published about the named BasetenSecret.
@@ -378,16 +393,7 @@ impl Harness {
     /// BasetenSecret (and its Secret) must reach Synced through the same operator.
     pub async fn barrier(&self) {
         let canary = format!("canary-{}", rand::random::<u32>() % 1_000_000);
-        self.apply_secret(&canary, &[("v", b"canary")], json!({}))
-            .await;
-        self.apply_bts(
-            &canary,
-            json!({"secretRef": {"name": canary, "key": "v"}}),
-            json!({}),
-        )
-        .await
-        .unwrap();
-        self.wait_reason(&canary, "Synced").await;
+        self.synced(&canary, &canary, "v", b"canary").await;
     }
 
     async fn admin_get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
