@@ -1,25 +1,23 @@
 //! Wiring: the BasetenSecret watch, the metadata-only Secret watch mapped through the index,
 //! concurrency and shutdown.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, controller, watcher};
 use tracing::{debug, info, warn};
 
 use crate::baseten::BasetenClient;
 use crate::config::Config;
+use crate::context::Context;
 use crate::crd::BasetenSecret;
 use crate::hash::HashKey;
-use crate::index::SecretIndex;
-use crate::reconcile::{Context, FIELD_MANAGER, error_policy, reconcile};
+use crate::reconcile::{error_policy, reconcile};
 
 /// Runs the operator until `shutdown` completes.
 pub async fn run(
@@ -45,22 +43,12 @@ pub async fn run(
         );
     }
 
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        baseten: BasetenClient::new(&config.baseten_url, &config.api_key)?,
-        hash_key: HashKey::derive(&config.api_key),
-        index: SecretIndex::default(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
-        ),
-        failures: Mutex::new(HashMap::new()),
-        written_status: Mutex::new(HashMap::new()),
-        retries: Mutex::new(HashMap::new()),
-    });
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        BasetenClient::new(&config.baseten_url, &config.api_key)?,
+        HashKey::derive(&config.api_key),
+        std::env::var("POD_NAME").ok(),
+    ));
 
     let controller = Controller::new(resources, watcher::Config::default().any_semantic());
     let store = controller.store();

@@ -1,0 +1,123 @@
+//! Everything a reconcile needs, built once, and what the operator remembers per object.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+
+use crate::baseten::BasetenClient;
+use crate::crd::{BasetenSecret, BasetenSecretStatus};
+use crate::hash::HashKey;
+use crate::index::SecretIndex;
+use crate::reconcile::retry::Retry;
+
+/// Field manager of the operator's status writes, and the events' reporting controller.
+pub const FIELD_MANAGER: &str = "baseten-secrets-operator";
+
+/// What the operator remembers about one object between reconciles. Entries are keyed by
+/// object reference and carry the object's uid: a recreated object with the same name
+/// starts afresh.
+#[derive(Clone, Debug, Default)]
+pub struct Memory {
+    /// The uid of the object this entry belongs to.
+    uid: String,
+    /// Consecutive failed reconciles (Kubernetes errors), for exponential backoff.
+    pub failures: u32,
+    /// A failed Baseten write and when the same write may be tried again.
+    pub retry: Option<Retry>,
+    /// The status this process last wrote. The watch cache can lag behind our own status
+    /// patch; since only this operator writes status, the last written one wins, so a quick
+    /// second reconcile never writes twice.
+    pub written_status: Option<BasetenSecretStatus>,
+}
+
+/// Everything a reconcile needs.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: kube::Client,
+    /// Baseten client for the operator's API key.
+    pub baseten: BasetenClient,
+    /// Key of the synced-hash HMAC.
+    pub hash_key: HashKey,
+    /// Which BasetenSecrets read which Secret.
+    pub index: SecretIndex,
+    /// Publishes Kubernetes events.
+    pub recorder: Recorder,
+    memory: Mutex<HashMap<ObjectRef<BasetenSecret>, Memory>>,
+}
+
+impl Context {
+    /// Builds the context: a Baseten client for the key, the hash key derived from it, an
+    /// empty index and memory, and an event recorder reporting as `instance` (the pod name).
+    pub fn new(
+        client: kube::Client,
+        baseten: BasetenClient,
+        hash_key: HashKey,
+        instance: Option<String>,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance,
+            },
+        );
+        Self {
+            client,
+            baseten,
+            hash_key,
+            index: SecretIndex::default(),
+            recorder,
+            memory: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn memories(&self) -> MutexGuard<'_, HashMap<ObjectRef<BasetenSecret>, Memory>> {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What is remembered about `object` (empty when nothing is, or when it was about an
+    /// earlier object of the same name).
+    pub fn recall(&self, object: &BasetenSecret) -> Memory {
+        let uid = object.metadata.uid.as_deref().unwrap_or_default();
+        self.memories()
+            .get(&ObjectRef::from_obj(object))
+            .filter(|m| m.uid == uid)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Changes what is remembered about `object`.
+    pub fn remember(&self, object: &BasetenSecret, change: impl FnOnce(&mut Memory)) {
+        let uid = object.metadata.uid.clone().unwrap_or_default();
+        let mut memories = self.memories();
+        let memory = memories.entry(ObjectRef::from_obj(object)).or_default();
+        if memory.uid != uid {
+            *memory = Memory {
+                uid,
+                ..Memory::default()
+            };
+        }
+        change(memory);
+    }
+
+    /// The status to decide from: the last one written for this very object, else the
+    /// object's own.
+    pub fn current_status(&self, object: &BasetenSecret) -> BasetenSecretStatus {
+        self.recall(object)
+            .written_status
+            .or_else(|| object.status.clone())
+            .unwrap_or_default()
+    }
+
+    /// Drops what is kept for an object that no longer exists.
+    pub fn forget(&self, object: &ObjectRef<BasetenSecret>) {
+        self.memories().remove(object);
+    }
+
+    /// How many objects are remembered.
+    pub fn remembered(&self) -> usize {
+        self.memories().len()
+    }
+}

@@ -1,0 +1,189 @@
+//! The apply branch: read the key's value, decide whether Baseten needs a write, write it
+//! minding the retry time of a recent failure, and record the outcome.
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use secrecy::SecretString;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::decide::{Decision, decide};
+use super::record::record;
+use super::retry::{Attempt, Retry, jittered, retry_delay};
+use super::value::read_value;
+use crate::baseten::BasetenError;
+use crate::context::Context;
+use crate::crd::{BasetenSecret, BasetenSecretStatus, FORCE_SYNC_ANNOTATION};
+use crate::error::{Error, Result};
+use crate::status::{Outcome, Reason, Written};
+
+/// What the Baseten step of a reconcile came to.
+// A short-lived return value; boxing the common variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Pushed {
+    /// An outcome to record; with the error when it is worth a retry soon.
+    Outcome(Outcome, Option<BasetenError>),
+    /// The same write failed recently and waits this long before it is tried again.
+    Waiting(Duration),
+}
+
+fn outcome(reason: Reason, message: String) -> Outcome {
+    Outcome {
+        reason,
+        message,
+        written: None,
+        force_sync_token: None,
+    }
+}
+
+fn baseten_failure_message(error: &BasetenError, baseten_name: &str) -> String {
+    let advice = match error {
+        BasetenError::Unauthorized { .. } => {
+            "check the operator's Baseten API key; retrying every few minutes"
+        }
+        BasetenError::Rejected { .. } => "fix the resource; Baseten will not accept it as is",
+        BasetenError::RateLimited { .. } => "retrying after the rate-limit window",
+        BasetenError::Unavailable { .. } | BasetenError::Transport(_) => "retrying with backoff",
+    };
+    format!("writing Baseten secret {baseten_name:?} failed: {error}; {advice}")
+}
+
+/// Brings Baseten and the status in line with the resource.
+pub async fn apply(
+    object: &BasetenSecret,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Action> {
+    let key_ref = &object.spec.secret_ref;
+    // Registered before the read, so a Secret change after it always triggers a reconcile.
+    ctx.index.register(namespace, name, &key_ref.name);
+    let current = ctx.current_status(object);
+
+    let pushed = if object.spec.suspend {
+        Pushed::Outcome(
+            outcome(
+                Reason::Suspended,
+                "spec.suspend is true; nothing is written to Baseten until it is false".into(),
+            ),
+            None,
+        )
+    } else {
+        match read_value(&ctx.client, namespace, key_ref).await? {
+            Err((reason, message)) => Pushed::Outcome(outcome(reason, message), None),
+            Ok(value) => push(object, ctx, &current, namespace, &value).await,
+        }
+    };
+    let (outcome, transient) = match pushed {
+        Pushed::Waiting(left) => return Ok(Action::requeue(left)),
+        Pushed::Outcome(outcome, transient) => (outcome, transient),
+    };
+
+    record(object, ctx, &current, namespace, name, &outcome).await?;
+
+    ctx.remember(object, |memory| memory.failures = 0);
+    if let Some(error) = transient {
+        // error_policy requeues at the write's retry time.
+        return Err(Error::Baseten(error));
+    }
+    let retry_in = ctx.recall(object).retry.map(|r| r.left());
+    Ok(match (outcome.reason, retry_in) {
+        (Reason::Unauthorized | Reason::BasetenRejected, Some(left)) => Action::requeue(left),
+        // Everything else waits for a change of the resource or of its Secret.
+        _ => Action::await_change(),
+    })
+}
+
+/// Decides whether Baseten needs the value and writes it if so, minding the retry time of a
+/// recent failure of the very same write.
+async fn push(
+    object: &BasetenSecret,
+    ctx: &Context,
+    current: &BasetenSecretStatus,
+    namespace: &str,
+    value: &SecretString,
+) -> Pushed {
+    let key_ref = &object.spec.secret_ref;
+    let baseten_name = object.desired_baseten_name();
+    let synced_hash = ctx.hash_key.synced_hash(&baseten_name, value);
+    let force_token = object
+        .annotations()
+        .get(FORCE_SYNC_ANNOTATION)
+        .filter(|t| !t.is_empty())
+        .cloned();
+    let decision = decide(
+        Some(current),
+        &baseten_name,
+        &synced_hash,
+        force_token.as_deref(),
+    );
+    debug!(?decision, "decided");
+    let synced = outcome(
+        Reason::Synced,
+        format!(
+            "key {:?} of Secret {namespace}/{} is in Baseten as {baseten_name:?}",
+            key_ref.key, key_ref.name
+        ),
+    );
+    if decision == Decision::UpToDate {
+        return Pushed::Outcome(synced, None);
+    }
+
+    let attempt = Attempt {
+        synced_hash: synced_hash.clone(),
+        generation: object.metadata.generation.unwrap_or_default(),
+        force_token: force_token.clone(),
+    };
+    let waiting = ctx
+        .recall(object)
+        .retry
+        .filter(|r| r.attempt == attempt)
+        .map(|r| r.left())
+        .filter(|left| !left.is_zero());
+    if let Some(left) = waiting {
+        // Our own status write re-triggers a reconcile; the same failed write waits for
+        // its retry time instead of hammering Baseten.
+        debug!(
+            retry_in_ms = left.as_millis() as u64,
+            "write waits for its retry time"
+        );
+        return Pushed::Waiting(left);
+    }
+
+    match ctx.baseten.upsert(&baseten_name, value).await {
+        Ok(secret) => {
+            ctx.remember(object, |memory| memory.retry = None);
+            info!(?decision, baseten_name = %baseten_name, "wrote secret to Baseten");
+            Pushed::Outcome(
+                Outcome {
+                    written: Some(Written {
+                        secret,
+                        baseten_name,
+                        synced_hash,
+                    }),
+                    force_sync_token: force_token,
+                    ..synced
+                },
+                None,
+            )
+        }
+        Err(error) => {
+            warn!(error = %error, "Baseten write failed");
+            ctx.remember(object, |memory| {
+                let failures = memory.retry.as_ref().map_or(0, |r| r.failures) + 1;
+                memory.retry = Some(Retry {
+                    not_before: Instant::now() + jittered(retry_delay(&error, failures)),
+                    attempt,
+                    failures,
+                });
+            });
+            let failed = outcome(
+                Reason::of_baseten_error(&error),
+                baseten_failure_message(&error, &baseten_name),
+            );
+            Pushed::Outcome(failed, error.is_transient().then_some(error))
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Reading the one value a reconcile needs, wrapped as a secret the moment it is read.
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use secrecy::SecretString;
+
+use crate::crd::SecretKeyRef;
+use crate::error::Result;
+use crate::status::Reason;
+
+/// Why a value cannot be used: a user's problem to report in status, not an error.
+pub type Unusable = (Reason, String);
+
+/// The value of a key, or why it cannot be used.
+pub fn extract_value(
+    secret: &Secret,
+    key_ref: &SecretKeyRef,
+    namespace: &str,
+) -> std::result::Result<SecretString, Unusable> {
+    let data: Option<&ByteString> = secret.data.as_ref().and_then(|d| d.get(&key_ref.key));
+    let Some(ByteString(bytes)) = data else {
+        let mut keys: Vec<&str> = secret
+            .data
+            .iter()
+            .flat_map(|d| d.keys())
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        return Err((
+            Reason::KeyNotFound,
+            format!(
+                "Secret {namespace}/{} has no key {:?} (it has: {}); add the key or fix spec.secretRef.key",
+                key_ref.name,
+                key_ref.key,
+                if keys.is_empty() {
+                    "no keys".to_string()
+                } else {
+                    keys.join(", ")
+                }
+            ),
+        ));
+    };
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Ok(SecretString::from(text.to_string())),
+        Err(_) => Err((
+            Reason::InvalidValue,
+            format!(
+                "the value of key {:?} in Secret {namespace}/{} is not UTF-8 text; Baseten stores text only",
+                key_ref.key, key_ref.name
+            ),
+        )),
+    }
+}
+
+/// Reads the key's value; `Ok(Err(..))` is a user's problem to report in status.
+pub async fn read_value(
+    client: &kube::Client,
+    namespace: &str,
+    key_ref: &SecretKeyRef,
+) -> Result<std::result::Result<SecretString, Unusable>> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let Some(secret) = secrets.get_opt(&key_ref.name).await? else {
+        return Ok(Err((
+            Reason::SecretNotFound,
+            format!(
+                "Secret {namespace}/{} does not exist; create it or fix spec.secretRef.name",
+                key_ref.name
+            ),
+        )));
+    };
+    Ok(extract_value(&secret, key_ref, namespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn secret_with(data: &[(&str, &[u8])]) -> Secret {
+        Secret {
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn missing_key_and_non_utf8_values_are_named_without_values() {
+        let key_ref = SecretKeyRef {
+            name: "creds".into(),
+            key: "token".into(),
+        };
+        let (reason, message) =
+            extract_value(&secret_with(&[("other", b"hunter2")]), &key_ref, "ml").unwrap_err();
+        assert_eq!(reason, Reason::KeyNotFound);
+        assert!(
+            message.contains("other") && !message.contains("hunter2"),
+            "{message}"
+        );
+
+        let (reason, message) = extract_value(
+            &secret_with(&[("token", &[0xff, 0xfe, b'x'])]),
+            &key_ref,
+            "ml",
+        )
+        .unwrap_err();
+        assert_eq!(reason, Reason::InvalidValue);
+        assert!(message.contains("UTF-8"));
+
+        let value = extract_value(&secret_with(&[("token", b"ok")]), &key_ref, "ml").unwrap();
+        assert_eq!(secrecy::ExposeSecret::expose_secret(&value), "ok");
+    }
+}
