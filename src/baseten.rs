@@ -28,6 +28,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time allowed to establish a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The longest wait a 429 can ask for. A larger (or absurd) `retry_after` is cut to this, so
+/// that a proxy's typo cannot park a resource for days or overflow a timer.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
 /// A secret as Baseten describes it. Older answers carry only `name` and `created_at`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct SecretV1 {
@@ -228,8 +232,7 @@ async fn classify(response: reqwest::Response) -> BasetenError {
         .headers()
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(|v| parse_retry_after_header(v, std::time::SystemTime::now()));
     // Bodies are parsed for the few documented fields and otherwise dropped unread.
     let body = response.bytes().await.unwrap_or_default();
     match status.as_u16() {
@@ -240,12 +243,15 @@ async fn classify(response: reqwest::Response) -> BasetenError {
             let from_body = serde_json::from_slice::<RateLimitBody>(&body)
                 .ok()
                 .and_then(|b| b.retry_after)
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(Duration::from_secs_f64);
+                .and_then(retry_after_seconds);
             BasetenError::RateLimited {
                 retry_after: from_body.or(header_retry_after),
             }
         }
+        // A request timeout says nothing about the request itself: try again later.
+        408 => BasetenError::Unavailable {
+            status: status.as_u16(),
+        },
         400..=499 => BasetenError::Rejected {
             status: status.as_u16(),
             code: serde_json::from_slice::<ErrorBody>(&body)
@@ -261,6 +267,31 @@ async fn classify(response: reqwest::Response) -> BasetenError {
             code: None,
         },
     }
+}
+
+/// A wait of `seconds`, capped at [`MAX_RETRY_AFTER`]; `None` for a value that is not a
+/// finite, non-negative number.
+pub fn retry_after_seconds(seconds: f64) -> Option<Duration> {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return None;
+    }
+    Some(Duration::from_secs_f64(
+        seconds.min(MAX_RETRY_AFTER.as_secs_f64()),
+    ))
+}
+
+/// A `Retry-After` header: delay seconds or an HTTP date, capped; `None` when it is neither.
+pub fn parse_retry_after_header(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<f64>() {
+        return retry_after_seconds(seconds);
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
+    )
 }
 
 /// Only short UPPER_SNAKE codes are repeated in messages, so a body can never smuggle text in.
@@ -294,6 +325,41 @@ mod tests {
         assert!(is_error_code("VALIDATION_ERROR"));
         assert!(!is_error_code("value was hunter2"));
         assert!(!is_error_code(""));
+    }
+
+    #[test]
+    fn absurd_or_garbage_retry_after_is_capped_or_ignored() {
+        assert_eq!(retry_after_seconds(37.0), Some(Duration::from_secs(37)));
+        assert_eq!(retry_after_seconds(0.5), Some(Duration::from_millis(500)));
+        assert_eq!(retry_after_seconds(1e300), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after_seconds(f64::MAX), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after_seconds(f64::INFINITY), None);
+        assert_eq!(retry_after_seconds(f64::NAN), None);
+        assert_eq!(retry_after_seconds(-1.0), None);
+
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            parse_retry_after_header(" 12 ", now),
+            Some(Duration::from_secs(12))
+        );
+        assert_eq!(
+            parse_retry_after_header("99999999999999999999999", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(parse_retry_after_header("soon", now), None);
+        assert_eq!(parse_retry_after_header("NaN", now), None);
+        let in_a_minute = httpdate::fmt_http_date(now + Duration::from_secs(60));
+        assert_eq!(
+            parse_retry_after_header(&in_a_minute, now),
+            Some(Duration::from_secs(60))
+        );
+        let in_a_year = httpdate::fmt_http_date(now + Duration::from_secs(31_536_000));
+        assert_eq!(
+            parse_retry_after_header(&in_a_year, now),
+            Some(MAX_RETRY_AFTER)
+        );
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(60));
+        assert_eq!(parse_retry_after_header(&past, now), Some(Duration::ZERO));
     }
 
     #[test]

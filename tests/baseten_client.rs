@@ -124,6 +124,65 @@ async fn failures_are_classified_for_the_controller() {
 }
 
 #[tokio::test]
+async fn proxies_timeouts_and_absurd_retry_afters_are_handled_without_panic() {
+    let emulator = emulator().await;
+    let baseten = client(&emulator, KEY);
+    let cases = [
+        // A proxy's HTML error page, with a Retry-After header nobody asked for.
+        json!({"path_prefix": "/v1/secrets", "status": 502, "raw_body": "<html><body><h1>502 Bad Gateway</h1></body></html>", "headers": {"Retry-After": "5"}}),
+        json!({"path_prefix": "/v1/secrets", "status": 408}),
+    ];
+    for injected in cases {
+        fault(&emulator, injected.clone()).await;
+        let error = baseten.upsert("a", &value()).await.unwrap_err();
+        assert!(
+            matches!(error, BasetenError::Unavailable { .. }) && error.is_transient(),
+            "{injected}: {error:?}"
+        );
+    }
+
+    let throttled = |body: Value, headers: Value| json!({"path_prefix": "/v1/secrets", "status": 429, "body": body, "headers": headers});
+    let message = "Rate limit exceeded. Please try again later.";
+    let cases = [
+        // Absurdly large: capped, not a panic.
+        (
+            throttled(json!({"error": message, "retry_after": 1e300}), json!({})),
+            Some(baseten_secrets_operator::baseten::MAX_RETRY_AFTER),
+        ),
+        // Garbage in the body: the header is used.
+        (
+            throttled(
+                json!({"error": message, "retry_after": "soon"}),
+                json!({"Retry-After": "7"}),
+            ),
+            Some(Duration::from_secs(7)),
+        ),
+        // Garbage everywhere: no wait is known (the controller backs off by itself).
+        (
+            throttled(json!({"error": message}), json!({"Retry-After": "NaN"})),
+            None,
+        ),
+        (
+            throttled(
+                json!({"error": message}),
+                json!({"Retry-After": "99999999999999999999999999"}),
+            ),
+            Some(baseten_secrets_operator::baseten::MAX_RETRY_AFTER),
+        ),
+    ];
+    for (injected, expected) in cases {
+        fault(&emulator, injected.clone()).await;
+        let error = baseten.upsert("a", &value()).await.unwrap_err();
+        match error {
+            BasetenError::RateLimited { retry_after } => {
+                assert_eq!(retry_after, expected, "{injected}")
+            }
+            other => panic!("{injected}: unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_slow_baseten_is_waited_for_and_the_rate_limit_is_kept() {
     let emulator = emulator().await;
     let baseten = client(&emulator, KEY);
@@ -149,8 +208,11 @@ async fn a_slow_baseten_is_waited_for_and_the_rate_limit_is_kept() {
         "{:?}",
         results.iter().find(|r| r.is_err())
     );
+    // 149 gaps of 1/90 s: 1.66 s. Without pacing the emulator would have answered 429s; at
+    // Baseten's full 100/s it would take 1.49 s.
+    let took = started.elapsed();
     assert!(
-        started.elapsed() >= Duration::from_millis(490),
-        "spaced over at least half a second"
+        took >= Duration::from_millis(1_600),
+        "150 upserts took only {took:?}"
     );
 }

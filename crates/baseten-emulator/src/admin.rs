@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,8 +23,19 @@ async fn secrets(State(state): State<Arc<Emulator>>) -> Response {
     Json(state.admin_secrets()).into_response()
 }
 
-async fn requests(State(state): State<Arc<Emulator>>) -> Response {
-    Json(state.requests()).into_response()
+/// Which part of the request log to return.
+#[derive(serde::Deserialize)]
+struct Since {
+    /// Skip this many of the oldest entries, so a poller fetches only what is new.
+    #[serde(default)]
+    since: usize,
+}
+
+async fn requests(
+    State(state): State<Arc<Emulator>>,
+    Query(Since { since }): Query<Since>,
+) -> Response {
+    Json(state.requests_since(since)).into_response()
 }
 
 async fn add_fault(State(state): State<Arc<Emulator>>, Json(fault): Json<Fault>) -> StatusCode {

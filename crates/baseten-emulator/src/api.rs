@@ -229,16 +229,30 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let received_at = jiff::Timestamp::now();
     let path = uri.path().to_string();
+    // Only the name is kept for the request log; the value is never looked at here.
+    let name = (method == Method::POST)
+        .then(|| serde_json::from_slice::<UpsertName>(&body).ok())
+        .flatten()
+        .map(|b| b.name);
     if let Some(fault) = state.take_fault(method.as_str(), &path)
         && let Some(response) = apply_fault(&fault).await
     {
-        state.record(method.as_str(), &path, response.status().as_u16());
+        let status = response.status().as_u16();
+        state.record(method.as_str(), &path, status, received_at, name);
         return response;
     }
     let response = answer(&state, &method, &path, &headers, &body);
-    state.record(method.as_str(), &path, response.status().as_u16());
+    let status = response.status().as_u16();
+    state.record(method.as_str(), &path, status, received_at, name);
     response
+}
+
+/// The name field of an upsert body.
+#[derive(Deserialize)]
+struct UpsertName {
+    name: String,
 }
 
 /// Delays as the fault says; returns the faulty answer, or `None` to process normally.
@@ -260,11 +274,29 @@ async fn apply_fault(fault: &Fault) -> Option<Response> {
         );
     }
     let status = StatusCode::from_u16(fault.status?).ok()?;
-    Some(match (&fault.body, status) {
-        (Some(body), _) => (status, axum::Json(body.clone())).into_response(),
-        (None, StatusCode::TOO_MANY_REQUESTS) => rate_limited(1),
-        (None, _) => error(status, default_error_code(status), "Injected fault"),
-    })
+    let mut response = match (&fault.raw_body, &fault.body, status) {
+        (Some(raw), _, _) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                fault.content_type.as_deref().unwrap_or("text/html"),
+            )],
+            raw.clone(),
+        )
+            .into_response(),
+        (None, Some(body), _) => (status, axum::Json(body.clone())).into_response(),
+        (None, None, StatusCode::TOO_MANY_REQUESTS) => rate_limited(1),
+        (None, None, _) => error(status, default_error_code(status), "Injected fault"),
+    };
+    for (name, value) in &fault.headers {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            header::HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    Some(response)
 }
 
 fn answer(

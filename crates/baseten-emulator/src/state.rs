@@ -55,6 +55,12 @@ pub struct AdminRequest {
     pub status: u16,
     /// When it was answered, RFC 3339 UTC.
     pub at: String,
+    /// When it arrived, RFC 3339 UTC (earlier than `at` by the handling time and any
+    /// injected latency).
+    pub received_at: String,
+    /// The secret name an upsert carried (never its value); absent for other requests.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// A fault to inject into the next `count` matching requests.
@@ -80,6 +86,15 @@ pub struct Fault {
     /// Body to answer with; a documented body for the status when absent.
     #[serde(default)]
     pub body: Option<serde_json::Value>,
+    /// A body sent verbatim instead (with `content_type`), such as a proxy's HTML page.
+    #[serde(default)]
+    pub raw_body: Option<String>,
+    /// Content type of `raw_body`; `text/html` when absent.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// Extra response headers, such as `Retry-After`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 fn one() -> u32 {
@@ -246,12 +261,21 @@ impl Emulator {
         Ok(())
     }
 
-    pub fn record(&self, method: &str, path: &str, status: u16) {
+    pub fn record(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        received_at: Timestamp,
+        name: Option<String>,
+    ) {
         self.world().requests.push(AdminRequest {
             method: method.to_string(),
             path: path.to_string(),
             status,
             at: Timestamp::now().to_string(),
+            received_at: received_at.to_string(),
+            name,
         });
     }
 
@@ -282,8 +306,10 @@ impl Emulator {
         self.world().faults.clear();
     }
 
-    pub fn requests(&self) -> Vec<AdminRequest> {
-        self.world().requests.clone()
+    /// The request log without its `since` oldest entries.
+    pub fn requests_since(&self, since: usize) -> Vec<AdminRequest> {
+        let world = self.world();
+        world.requests.get(since..).unwrap_or_default().to_vec()
     }
 
     pub fn admin_secrets(&self) -> Vec<AdminSecret> {

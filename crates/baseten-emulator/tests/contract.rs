@@ -442,6 +442,33 @@ async fn faults_fail_the_next_matching_requests_then_clear() {
     let statuses: Vec<u16> = requests.iter().map(|r| r.status).collect();
     assert_eq!(&statuses[..4], &[200, 503, 503, 200], "oldest first");
     assert!(requests.iter().all(|r| r.path.starts_with("/v1/")));
+    // Upserts are logged with their name (never the value), and when they arrived.
+    assert_eq!(requests[0].name, None, "a GET carries no name");
+    assert_eq!(requests[1].name.as_deref(), Some("a"));
+    for request in &requests {
+        let received: jiff::Timestamp = request.received_at.parse().unwrap();
+        let answered: jiff::Timestamp = request.at.parse().unwrap();
+        assert!(received <= answered, "{request:?}");
+    }
+    let log = serde_json::to_string(&requests).unwrap();
+    assert!(!log.contains("\"b\""), "no value in the request log: {log}");
+
+    // A proxy's page: any status, a non-JSON body and extra headers.
+    let proxy = json!({"path_prefix": "/v1/secrets", "status": 502, "count": 1,
+        "raw_body": "<html>Bad gateway</html>", "headers": {"Retry-After": "3"}});
+    emu.call(Method::POST, "/_admin/faults", None, Some(proxy))
+        .await;
+    let response = emu
+        .http
+        .get(format!("{}/v1/secrets", emu.running.url()))
+        .header("Authorization", format!("Api-Key {KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(response.headers()["retry-after"], "3");
+    assert_eq!(response.headers()["content-type"], "text/html");
+    assert_eq!(response.text().await.unwrap(), "<html>Bad gateway</html>");
 
     emu.call(Method::POST, "/_admin/reset", None, None).await;
     assert!(emu.admin_secrets().await.is_empty());
