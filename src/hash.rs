@@ -57,12 +57,35 @@ mod tests {
     }
 
     #[test]
-    fn same_inputs_same_hash_and_no_value_in_it() {
+    fn same_inputs_same_hash() {
         let key = HashKey::derive(&secret("api-key"));
         let a = key.synced_hash("hf_token", &secret("hunter2"));
         assert_eq!(a, key.synced_hash("hf_token", &secret("hunter2")));
         assert!(a.starts_with("hmac-sha256:"));
-        assert!(!a.contains("hunter2"));
+    }
+
+    #[test]
+    fn a_guess_cannot_be_checked_without_the_api_key() {
+        // Someone who reads the status and guesses the value can compute every unkeyed
+        // digest of it; none of them may match what the status shows.
+        let key = HashKey::derive(&secret("api-key"));
+        let shown = key.synced_hash("hf_token", &secret("hunter2"));
+        let digest = |parts: &[&[u8]]| {
+            let mut hasher = <Sha256 as sha2::Digest>::new();
+            for part in parts {
+                sha2::Digest::update(&mut hasher, part);
+            }
+            format!("{PREFIX}{}", hex::encode(sha2::Digest::finalize(hasher)))
+        };
+        let name_len = 8u64.to_be_bytes();
+        for guess in [
+            digest(&[b"hunter2"]),
+            digest(&[b"hf_token", b"hunter2"]),
+            digest(&[&name_len, b"hf_token", b"hunter2"]),
+            HashKey::derive(&secret("")).synced_hash("hf_token", &secret("hunter2")),
+        ] {
+            assert_ne!(shown, guess);
+        }
     }
 
     #[test]

@@ -87,23 +87,12 @@ async fn create_syncs_and_a_secret_update_arrives_within_two_seconds() {
     assert!(after.last_sync_time.unwrap().0 >= status.last_sync_time.unwrap().0);
 
     // One event for the transition to Synced; the rotation is no transition.
-    let events =
-        kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(h.client.clone(), &h.ns)
-            .list(&Default::default())
-            .await
-            .unwrap();
-    let reasons: Vec<_> = events
-        .items
-        .iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("hf-access-token"))
-        .map(|e| {
-            (
-                e.reason.clone().unwrap_or_default(),
-                e.type_.clone().unwrap_or_default(),
-            )
-        })
-        .collect();
-    assert_eq!(reasons, [("Synced".to_string(), "Normal".to_string())]);
+    h.wait_events("hf-access-token", 1).await;
+    h.barrier().await;
+    assert_eq!(
+        h.wait_events("hf-access-token", 1).await,
+        [("Synced".to_string(), "Normal".to_string())]
+    );
 }
 
 #[tokio::test]
@@ -158,15 +147,8 @@ async fn a_missing_secret_is_reported_then_synced_once_created() {
     let synced = h.wait_reason("later", "Synced").await;
     assert_eq!(synced.metadata.generation, waiting.metadata.generation);
     assert_eq!(h.baseten_secret("later").await.unwrap().value, "arrived");
-    let mut reasons: Vec<_> = h
-        .events_for("later")
-        .await
-        .into_iter()
-        .map(|e| (e.reason.unwrap_or_default(), e.type_.unwrap_or_default()))
-        .collect();
-    reasons.sort();
     assert_eq!(
-        reasons,
+        h.wait_events("later", 2).await,
         [
             ("SecretNotFound".to_string(), "Warning".to_string()),
             ("Synced".to_string(), "Normal".to_string())
@@ -381,6 +363,32 @@ async fn baseten_outages_and_throttling_are_retried_until_synced() {
         "the retry honoured retry_after"
     );
     h.wait_reason("flaky", "Synced").await;
+
+    // An absurd retry_after neither crashes the operator nor parks the resource: the wait
+    // is capped, and a new value is a new write that goes ahead at once.
+    h.fault(json!({"path_prefix": "/v1/secrets", "method": "POST", "status": 429, "count": 1,
+                   "body": {"error": "Rate limit exceeded. Please try again later.", "retry_after": 1e300}}))
+        .await;
+    h.apply_secret("creds", &[("token", b"absurd wait")], json!({}))
+        .await;
+    let throttled = h.wait_reason("flaky", "RateLimited").await;
+    assert!(
+        throttled
+            .ready_condition()
+            .unwrap()
+            .message
+            .contains("retry after 300s"),
+        "{:?}",
+        throttled.ready_condition()
+    );
+    h.apply_secret("creds", &[("token", b"after the absurd wait")], json!({}))
+        .await;
+    h.wait_baseten("flaky", "the next value", |s| {
+        s.value == "after the absurd wait"
+    })
+    .await;
+    h.wait_reason("flaky", "Synced").await;
+    assert!(!h.operator_logs().contains("panicked"));
 }
 
 #[tokio::test]
@@ -477,9 +485,19 @@ async fn one_secret_read_by_two_resources_updates_both() {
     h.apply_secret("moved", &[("token", b"m2")], json!({}))
         .await;
     h.wait_baseten("second", "m2", |s| s.value == "m2").await;
+    // The old Secret no longer triggers the moved resource: a change to it reconciles
+    // only `first` (a stale index entry would reconcile `second` too).
+    h.barrier().await;
+    let before = h.reconciles_of("second");
+    assert!(before > 0, "reconciles are counted");
     h.apply_secret("creds", &[("token", b"v3"), ("other", b"o3")], json!({}))
         .await;
     h.wait_baseten("first", "v3", |s| s.value == "v3").await;
     h.barrier().await;
+    assert_eq!(
+        h.reconciles_of("second"),
+        before,
+        "a change of the old Secret reconciled the moved resource"
+    );
     assert_eq!(h.baseten_secret("second").await.unwrap().value, "m2");
 }

@@ -20,6 +20,10 @@ pub const API_KEY: &str = "test-key-5f2c9d7e1a";
 /// How long waits for the operator may take before a test fails.
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// What the operator logs (at debug level) when a reconcile starts and when it ends.
+const RECONCILE_STARTED: &str = "reconcile started";
+const RECONCILE_FINISHED: &str = "reconcile finished";
+
 /// Field manager of the tests' own applies (a stand-in for a GitOps tool).
 const TEST_MANAGER: &str = "integration-test";
 
@@ -51,38 +55,16 @@ const OPERATOR_NAMESPACE: &str = "baseten-secrets-operator";
 /// ClusterRole, ClusterRoleBinding) and writes a kubeconfig that authenticates as that
 /// ServiceAccount, so every test proves the shipped permissions are enough.
 pub async fn least_privilege_kubeconfig(client: &Client, path: &std::path::Path) {
-    use k8s_openapi::api::core::v1::Namespace;
-    use kube::api::DynamicObject;
-    use kube::discovery::{ApiResource, Discovery};
-    use serde::Deserialize;
-
-    let apply = PatchParams::apply(TEST_MANAGER).force();
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            OPERATOR_NAMESPACE,
-            &apply,
-            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}})),
-        )
+    testenv::cluster::ensure_namespace(client, OPERATOR_NAMESPACE)
         .await
         .unwrap();
-    let discovery = Discovery::new(client.clone()).run().await.unwrap();
-    let manifests = include_str!("../../deploy/base/rbac.yaml");
-    for document in serde_yaml::Deserializer::from_str(manifests) {
-        let object = DynamicObject::deserialize(document).unwrap();
-        let types = object.types.clone().unwrap();
-        let gvk = kube::api::GroupVersionKind::try_from(&types).unwrap();
-        let (resource, capabilities): (ApiResource, _) = discovery.resolve_gvk(&gvk).unwrap();
-        let api: Api<DynamicObject> = match capabilities.scope {
-            kube::discovery::Scope::Namespaced => {
-                Api::namespaced_with(client.clone(), OPERATOR_NAMESPACE, &resource)
-            }
-            kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &resource),
-        };
-        let name = object.metadata.name.clone().unwrap();
-        api.patch(&name, &apply, &Patch::Apply(&object))
-            .await
-            .unwrap();
-    }
+    testenv::cluster::apply_yaml(
+        client,
+        include_str!("../../deploy/base/rbac.yaml"),
+        OPERATOR_NAMESPACE,
+    )
+    .await
+    .unwrap();
     let token = super::service_account_token(client, OPERATOR_NAMESPACE, OPERATOR_NAMESPACE).await;
     let kubeconfig = super::kubeconfig_with_token(&token);
     std::fs::write(path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
@@ -368,6 +350,24 @@ impl Harness {
             .collect()
     }
 
+    /// Waits until at least `count` events about `name` exist; returns their (reason, type)
+    /// pairs, sorted. Events are published just after the status write, so a test that has
+    /// seen the status must still wait for them.
+    pub async fn wait_events(&self, name: &str, count: usize) -> Vec<(String, String)> {
+        self.poll_until(&format!("{count} events about {name}"), async || {
+            let mut reasons: Vec<(String, String)> = self
+                .events_for(name)
+                .await
+                .into_iter()
+                .map(|e| (e.reason.unwrap_or_default(), e.type_.unwrap_or_default()))
+                .collect();
+            reasons.sort();
+            let state = format!("{reasons:?}");
+            ((reasons.len() >= count).then_some(reasons), state)
+        })
+        .await
+    }
+
     /// Injects a fault into the emulator.
     pub async fn fault(&self, fault: Value) {
         let response = self
@@ -389,11 +389,36 @@ impl Harness {
             .count()
     }
 
-    /// Proves the operator has processed every event up to now: a fresh canary
-    /// BasetenSecret (and its Secret) must reach Synced through the same operator.
+    /// Proves the operator has handled every event up to now. A fresh canary BasetenSecret
+    /// (and its Secret) must reach Synced: every earlier event was delivered and queued
+    /// before the canary's. Then every reconcile the running operator started must have
+    /// finished (it logs both ends at debug level), so a reconcile of an earlier event that
+    /// is slower than the canary's is waited for, not raced.
     pub async fn barrier(&self) {
         let canary = format!("canary-{}", rand::random::<u32>() % 1_000_000);
         self.synced(&canary, &canary, "v", b"canary").await;
+        self.poll_until("every started reconcile to finish", async || {
+            let log = std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default();
+            let started = log.matches(RECONCILE_STARTED).count();
+            let finished = log.matches(RECONCILE_FINISHED).count();
+            (
+                (started > 0 && started == finished).then_some(()),
+                format!("{started} started, {finished} finished"),
+            )
+        })
+        .await;
+    }
+
+    /// How many reconciles of BasetenSecret `name` the operator has started, over all its
+    /// runs in this test (text or JSON logs).
+    pub fn reconciles_of(&self, name: &str) -> usize {
+        let text_span = format!("name={name}}}");
+        let json_span = format!("\"name\":\"{name}\"");
+        self.operator_logs()
+            .lines()
+            .filter(|line| line.contains(RECONCILE_STARTED))
+            .filter(|line| line.contains(&text_span) || line.contains(&json_span))
+            .count()
     }
 
     async fn admin_get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {

@@ -10,6 +10,7 @@
 //! `USE_EXISTING_CLUSTER=1` the cluster of the current kubeconfig context.
 
 mod certs;
+pub mod cluster;
 mod process;
 
 use std::path::{Path, PathBuf};
@@ -134,6 +135,9 @@ impl ControlPlane {
                 format!("--initial-advertise-peer-urls={peer_url}"),
                 format!("--initial-cluster=testenv={peer_url}"),
                 "--unsafe-no-fsync=true".into(),
+                // Benchmarks store tens of thousands of 64 KiB Secrets; the default 2 GiB
+                // quota would turn etcd read-only part-way.
+                "--quota-backend-bytes=8589934592".into(),
                 "--log-level=warn".into(),
             ],
             &session,

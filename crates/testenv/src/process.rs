@@ -35,6 +35,7 @@ stop
 /// A child process under a watchdog; stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Supervised {
     watchdog: Child,
+    program: std::path::PathBuf,
 }
 
 impl Supervised {
@@ -76,7 +77,24 @@ impl Supervised {
             .stderr(err)
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
-        Ok(Self { watchdog })
+        Ok(Self {
+            watchdog,
+            program: program.to_path_buf(),
+        })
+    }
+
+    /// The pid of the supervised program itself (not its watchdog), once it runs.
+    pub fn child_pid(&self) -> Option<u32> {
+        let id = self.watchdog.id();
+        let children = std::fs::read_to_string(format!("/proc/{id}/task/{id}/children")).ok()?;
+        let program = self.program.as_os_str().as_encoded_bytes();
+        children
+            .split_whitespace()
+            .filter_map(|pid| pid.parse::<u32>().ok())
+            .find(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|cmdline| cmdline.split(|b| *b == 0).next() == Some(program))
+            })
     }
 
     /// Whether the child (and so its watchdog) has exited.
