@@ -2,12 +2,16 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: all build test fmt-check clippy unit-and-integration controlplane crds env-up env-down demo dev clean-dev
+.PHONY: all build release test fmt-check clippy unit-and-integration bench bench-smoke controlplane crds env-up env-down demo dev clean-dev
 
 all: build
 
 build:
 	$(CARGO) build --workspace --bins
+
+## The operator's release binary, built exactly as the Dockerfile builds it.
+release:
+	$(CARGO) build --release --locked --bin baseten-secrets-operator
 
 ## Builds etcd, kube-apiserver, kube-controller-manager and kubectl from upstream Go modules
 ## into target/controlplane/bin (once; rebuilt only when the pinned versions change).
@@ -19,7 +23,7 @@ crds:
 	$(CARGO) run --quiet --bin crdgen > crds/basetensecrets.yaml
 
 ## Everything: formatting, lints, unit, contract and integration tests, no leftover processes.
-test: controlplane fmt-check clippy unit-and-integration
+test: controlplane fmt-check clippy unit-and-integration bench-smoke
 	hack/check-no-leftovers.sh
 
 fmt-check:
@@ -30,6 +34,16 @@ clippy:
 
 unit-and-integration:
 	$(CARGO) test --workspace
+
+## Measures convergence, propagation, steady state, restart, footprint and apiserver load
+## (BENCH_N, BENCH_VALUE_BYTES, BENCH_NOISE, BENCH_STEADY_SECS, BENCH_UPDATES, BENCH_OUT).
+bench: controlplane release
+	$(CARGO) run --quiet --release --locked -p bench
+
+## The bench at a tiny size, so it cannot rot; fails when a correctness figure misses.
+bench-smoke: controlplane release
+	BENCH_N=20 BENCH_NOISE=40 BENCH_UPDATES=20 BENCH_STEADY_SECS=3 BENCH_STRICT=1 \
+	  BENCH_OUT=target/bench-smoke $(CARGO) run --quiet --release --locked -p bench
 
 ## Starts a local control plane and the Baseten emulator in the background; writes target/dev/env.
 env-up: controlplane
