@@ -1,7 +1,7 @@
 //! The HTTP client for Baseten's management API: typed answers, typed errors that never carry
 //! a value or key, and a client-side rate limit below Baseten's 100 requests/s per endpoint.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +9,6 @@ use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 /// Baseten's documented base URL.
@@ -18,9 +17,14 @@ pub const DEFAULT_BASE_URL: &str = "https://api.baseten.co";
 /// Requests per second Baseten allows per API key and per endpoint.
 pub const BASETEN_RATE_LIMIT_PER_SECOND: u32 = 100;
 
-/// Requests per second this client sends per endpoint: 10% under Baseten's limit, so that
-/// network jitter can never push 101 requests into one of Baseten's one-second windows.
-pub const CLIENT_RATE_LIMIT_PER_SECOND: u32 = BASETEN_RATE_LIMIT_PER_SECOND * 9 / 10;
+/// The span in which this client sends at most [`BASETEN_RATE_LIMIT_PER_SECOND`] requests
+/// per endpoint: Baseten's second plus a margin, so that network jitter can never put a
+/// 101st request into one of Baseten's one-second windows. 100 requests per 1.025 s is
+/// 97.6 % of Baseten's limit.
+pub const RATE_WINDOW: Duration = Duration::from_millis(1025);
+
+/// How long an endpoint pauses after a 429 that named no wait.
+pub const THROTTLED_PAUSE: Duration = Duration::from_secs(1);
 
 /// Time allowed for one request, connection included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -117,31 +121,106 @@ struct RateLimitBody {
     retry_after: Option<f64>,
 }
 
-/// Spaces requests so that each endpoint sees at most `per_second` of them.
+/// Sends at most `limit` requests per endpoint in any [`RATE_WINDOW`], and pauses an
+/// endpoint that Baseten throttled. Requests wait for a slot; none is refused.
+///
+/// A request's slot is dated by when its answer arrived, not when it was sent: Baseten
+/// counts it at some moment in between, so a request sent a window after that answer can
+/// never share a window with it, however long the requests took.
 #[derive(Debug)]
 struct RateLimiter {
-    interval: Duration,
-    next: Mutex<HashMap<&'static str, Instant>>,
+    limit: usize,
+    window: Duration,
+    endpoints: std::sync::Mutex<HashMap<&'static str, Endpoint>>,
+}
+
+/// One endpoint's recent requests and pause.
+#[derive(Debug, Default)]
+struct Endpoint {
+    /// Requests of the last window: their answer time, `None` while in flight.
+    slots: VecDeque<(u64, Option<Instant>)>,
+    /// Id of the next slot.
+    next_id: u64,
+    /// No request is sent before this instant (after a 429).
+    paused_until: Option<Instant>,
+}
+
+/// How often a full endpoint whose oldest request is still in flight looks again.
+const IN_FLIGHT_POLL: Duration = Duration::from_millis(5);
+
+/// A taken slot; dated when dropped (the answer arrived or the request failed).
+struct Slot<'a> {
+    limiter: &'a RateLimiter,
+    endpoint: &'static str,
+    id: u64,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut endpoints = self.limiter.endpoints();
+        if let Some(state) = endpoints.get_mut(self.endpoint)
+            && let Some(slot) = state.slots.iter_mut().find(|(id, _)| *id == self.id)
+        {
+            slot.1 = Some(Instant::now());
+        }
+    }
 }
 
 impl RateLimiter {
-    fn new(per_second: u32) -> Self {
+    fn new(limit: u32, window: Duration) -> Self {
         Self {
-            interval: Duration::from_secs(1) / per_second.max(1),
-            next: Mutex::new(HashMap::new()),
+            limit: limit.max(1) as usize,
+            window,
+            endpoints: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
-    /// Waits for this endpoint's next free slot.
-    async fn acquire(&self, endpoint: &'static str) {
-        let slot = {
-            let mut next = self.next.lock().await;
-            let now = Instant::now();
-            let slot = next.get(endpoint).copied().unwrap_or(now).max(now);
-            next.insert(endpoint, slot + self.interval);
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
+    fn endpoints(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, Endpoint>> {
+        self.endpoints.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until this endpoint may send, and takes a slot for the request.
+    async fn acquire(&self, endpoint: &'static str) -> Slot<'_> {
+        loop {
+            let wait = {
+                let mut endpoints = self.endpoints();
+                let state = endpoints.entry(endpoint).or_default();
+                let now = Instant::now();
+                match state.paused_until {
+                    Some(until) if until > now => until,
+                    _ => {
+                        state.slots.retain(|(_, answered)| {
+                            !answered.is_some_and(|at| now.duration_since(at) >= self.window)
+                        });
+                        if state.slots.len() < self.limit {
+                            let id = state.next_id;
+                            state.next_id += 1;
+                            state.slots.push_back((id, None));
+                            return Slot {
+                                limiter: self,
+                                endpoint,
+                                id,
+                            };
+                        }
+                        // The first answered slot to leave the window frees a place.
+                        state
+                            .slots
+                            .iter()
+                            .filter_map(|(_, answered)| *answered)
+                            .min()
+                            .map_or(now + IN_FLIGHT_POLL, |at| at + self.window)
+                    }
+                }
+            };
+            tokio::time::sleep_until(wait).await;
+        }
+    }
+
+    /// Holds every request to this endpoint until `until`.
+    fn pause(&self, endpoint: &'static str, until: Instant) {
+        let mut endpoints = self.endpoints();
+        let state = endpoints.entry(endpoint).or_default();
+        state.paused_until = Some(state.paused_until.map_or(until, |p| p.max(until)));
     }
 }
 
@@ -178,7 +257,7 @@ impl BasetenClient {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
             authorization,
-            limiter: Arc::new(RateLimiter::new(CLIENT_RATE_LIMIT_PER_SECOND)),
+            limiter: Arc::new(RateLimiter::new(BASETEN_RATE_LIMIT_PER_SECOND, RATE_WINDOW)),
         })
     }
 
@@ -207,7 +286,7 @@ impl BasetenClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<reqwest::Response, BasetenError> {
-        self.limiter.acquire(endpoint).await;
+        let slot = self.limiter.acquire(endpoint).await;
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base_url))
@@ -217,12 +296,20 @@ impl BasetenClient {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
-        let response = request.send().await.map_err(|e| transport(&e))?;
+        let response = request.send().await.map_err(|e| transport(&e));
+        drop(slot);
+        let response = response?;
         let status = response.status();
         if status == StatusCode::OK {
             return Ok(response);
         }
-        Err(classify(response).await)
+        let error = classify(response).await;
+        if let BasetenError::RateLimited { retry_after } = &error {
+            // The whole endpoint waits, not only this request: Baseten counts per key.
+            let pause = retry_after.unwrap_or(THROTTLED_PAUSE);
+            self.limiter.pause(endpoint, Instant::now() + pause);
+        }
+        Err(error)
     }
 }
 
@@ -378,18 +465,61 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn limiter_spaces_requests_per_endpoint() {
-        let limiter = RateLimiter::new(100);
+    async fn limiter_keeps_any_window_at_the_limit() {
+        let limiter = RateLimiter::new(100, RATE_WINDOW);
         let start = Instant::now();
-        for _ in 0..101 {
-            limiter.acquire("POST /v1/secrets").await;
+        for _ in 0..100 {
+            drop(limiter.acquire("POST /v1/secrets").await);
         }
-        assert!(start.elapsed() >= Duration::from_secs(1));
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "a full budget goes at once"
+        );
+        drop(limiter.acquire("POST /v1/secrets").await);
+        assert_eq!(
+            start.elapsed(),
+            RATE_WINDOW,
+            "the 101st waits for the window"
+        );
+        for _ in 0..99 {
+            drop(limiter.acquire("POST /v1/secrets").await);
+        }
+        assert_eq!(start.elapsed(), RATE_WINDOW);
+        drop(limiter.acquire("POST /v1/secrets").await);
+        assert_eq!(start.elapsed(), RATE_WINDOW * 2);
         let other = Instant::now();
-        limiter.acquire("GET /v1/secrets").await;
-        assert!(
-            other.elapsed() < Duration::from_millis(1),
+        drop(limiter.acquire("GET /v1/secrets").await);
+        assert_eq!(
+            other.elapsed(),
+            Duration::ZERO,
             "endpoints have their own budget"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_counts_from_the_answer_of_a_slow_request() {
+        let limiter = RateLimiter::new(2, RATE_WINDOW);
+        let start = Instant::now();
+        let slow = limiter.acquire("POST /v1/secrets").await;
+        drop(limiter.acquire("POST /v1/secrets").await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(slow);
+        // The slow request was answered at 300 ms: its slot frees a window after that.
+        drop(limiter.acquire("POST /v1/secrets").await);
+        assert_eq!(start.elapsed(), RATE_WINDOW);
+        drop(limiter.acquire("POST /v1/secrets").await);
+        assert_eq!(start.elapsed(), RATE_WINDOW + Duration::from_millis(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_endpoint_waits_then_resumes() {
+        let limiter = RateLimiter::new(100, RATE_WINDOW);
+        let start = Instant::now();
+        limiter.pause("POST /v1/secrets", start + Duration::from_secs(37));
+        drop(limiter.acquire("GET /v1/secrets").await);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        drop(limiter.acquire("POST /v1/secrets").await);
+        assert_eq!(start.elapsed(), Duration::from_secs(37));
     }
 }

@@ -30,6 +30,22 @@ pub struct Memory {
     /// patch; since only this operator writes status, the last written one wins, so a quick
     /// second reconcile never writes twice.
     pub written_status: Option<BasetenSecretStatus>,
+    /// What the last reconcile that found Baseten up to date had read.
+    pub settled: Option<Settled>,
+}
+
+/// The inputs of a reconcile that found Baseten up to date. While none of them changes, a
+/// new reconcile (such as the one our own status write triggers) has nothing to read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settled {
+    /// The Secret read.
+    pub secret: String,
+    /// Its resourceVersion at the read.
+    pub secret_version: String,
+    /// The resource's generation.
+    pub generation: i64,
+    /// The force-sync token in effect.
+    pub force_token: Option<String>,
 }
 
 /// Everything a reconcile needs.

@@ -55,7 +55,13 @@ pub async fn run(
     let mapper_ctx = ctx.clone();
     let mapper = move |secret: PartialObjectMeta<Secret>| {
         let namespace = secret.namespace().unwrap_or_default();
-        let readers = mapper_ctx.index.readers(&namespace, &secret.name_any());
+        let name = secret.name_any();
+        mapper_ctx.index.saw(
+            &namespace,
+            &name,
+            secret.metadata.resource_version.as_deref(),
+        );
+        let readers = mapper_ctx.index.readers(&namespace, &name);
         // Drop index entries of BasetenSecrets that no longer exist.
         readers
             .into_iter()

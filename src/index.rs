@@ -14,6 +14,22 @@ struct Maps {
     readers: HashMap<(String, String), HashSet<String>>,
     /// (namespace, BasetenSecret name) → Secret name it reads.
     reads: HashMap<(String, String), String>,
+    /// (namespace, Secret name) → the last resourceVersion the Secret watch delivered, for
+    /// Secrets that have readers.
+    versions: HashMap<(String, String), String>,
+}
+
+impl Maps {
+    fn drop_reader(&mut self, namespace: &str, secret: String, name: &str) {
+        let key = (namespace.to_string(), secret);
+        if let Some(set) = self.readers.get_mut(&key) {
+            set.remove(name);
+            if set.is_empty() {
+                self.readers.remove(&key);
+                self.versions.remove(&key);
+            }
+        }
+    }
 }
 
 /// A two-way index between BasetenSecrets and the Secrets they reference.
@@ -33,13 +49,7 @@ impl SecretIndex {
             if previous == secret {
                 return;
             }
-            let old = (namespace.to_string(), previous);
-            if let Some(set) = maps.readers.get_mut(&old) {
-                set.remove(name);
-                if set.is_empty() {
-                    maps.readers.remove(&old);
-                }
-            }
+            maps.drop_reader(namespace, previous, name);
         }
         maps.readers
             .entry((namespace.to_string(), secret.to_string()))
@@ -54,14 +64,43 @@ impl SecretIndex {
             .reads
             .remove(&(namespace.to_string(), name.to_string()))
         {
-            let key = (namespace.to_string(), secret);
-            if let Some(set) = maps.readers.get_mut(&key) {
-                set.remove(name);
-                if set.is_empty() {
-                    maps.readers.remove(&key);
-                }
-            }
+            maps.drop_reader(namespace, secret, name);
         }
+    }
+
+    /// Records the resourceVersion the Secret watch delivered for Secret `secret` (kept only
+    /// while some BasetenSecret reads it).
+    pub fn saw(&self, namespace: &str, secret: &str, resource_version: Option<&str>) {
+        let mut maps = self.maps();
+        let key = (namespace.to_string(), secret.to_string());
+        if !maps.readers.contains_key(&key) {
+            return;
+        }
+        match resource_version {
+            Some(version) => maps.versions.insert(key, version.to_string()),
+            None => maps.versions.remove(&key),
+        };
+    }
+
+    /// Records the resourceVersion a read of Secret `secret` returned, unless the watch has
+    /// already delivered one. Never overwriting keeps this safe: a newer event that arrives
+    /// later replaces it, and one that arrived earlier is never hidden.
+    pub fn read_at(&self, namespace: &str, secret: &str, resource_version: &str) {
+        let mut maps = self.maps();
+        let key = (namespace.to_string(), secret.to_string());
+        if maps.readers.contains_key(&key) {
+            maps.versions
+                .entry(key)
+                .or_insert_with(|| resource_version.to_string());
+        }
+    }
+
+    /// The resourceVersion of Secret `secret` the watch delivered last, if known.
+    pub fn seen_version(&self, namespace: &str, secret: &str) -> Option<String> {
+        self.maps()
+            .versions
+            .get(&(namespace.to_string(), secret.to_string()))
+            .cloned()
     }
 
     /// The BasetenSecrets that read Secret `secret` in `namespace`.
@@ -112,5 +151,35 @@ mod tests {
         index.forget("ml", "b");
         assert!(index.readers("ml", "creds").is_empty());
         assert_eq!(index.len(), 2);
+    }
+
+    #[test]
+    fn versions_are_kept_for_secrets_with_readers_only() {
+        let index = SecretIndex::default();
+        index.saw("ml", "creds", Some("7"));
+        assert_eq!(
+            index.seen_version("ml", "creds"),
+            None,
+            "nobody reads it yet"
+        );
+        index.register("ml", "a", "creds");
+        index.saw("ml", "creds", Some("8"));
+        assert_eq!(index.seen_version("ml", "creds").as_deref(), Some("8"));
+        index.saw("ml", "unrelated", Some("9"));
+        assert_eq!(index.seen_version("ml", "unrelated"), None);
+        index.read_at("ml", "creds", "5");
+        assert_eq!(
+            index.seen_version("ml", "creds").as_deref(),
+            Some("8"),
+            "a read never hides what the watch delivered"
+        );
+        index.register("ml", "a", "other");
+        assert_eq!(
+            index.seen_version("ml", "creds"),
+            None,
+            "dropped with its last reader"
+        );
+        index.read_at("ml", "other", "3");
+        assert_eq!(index.seen_version("ml", "other").as_deref(), Some("3"));
     }
 }

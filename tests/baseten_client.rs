@@ -70,7 +70,6 @@ async fn failures_are_classified_for_the_controller() {
     );
     assert_clean(&error);
 
-    let baseten = client(&emulator, KEY);
     let cases = [
         (
             json!({"path_prefix": "/v1/secrets", "status": 503}),
@@ -98,6 +97,8 @@ async fn failures_are_classified_for_the_controller() {
         ),
     ];
     for (injected, expected) in cases {
+        // A client of its own each time: a 429 pauses the client's endpoint for its wait.
+        let baseten = client(&emulator, KEY);
         fault(&emulator, injected.clone()).await;
         let error = baseten.upsert("a", &value()).await.unwrap_err();
         assert_clean(&error);
@@ -118,7 +119,7 @@ async fn failures_are_classified_for_the_controller() {
         assert_eq!(kind, expected, "{injected}");
     }
     assert!(
-        baseten.upsert("a", &value()).await.is_ok(),
+        client(&emulator, KEY).upsert("a", &value()).await.is_ok(),
         "faults are used up"
     );
 }
@@ -171,6 +172,8 @@ async fn proxies_timeouts_and_absurd_retry_afters_are_handled_without_panic() {
         ),
     ];
     for (injected, expected) in cases {
+        // A client of its own each time: a 429 pauses the client's endpoint for its wait.
+        let baseten = client(&emulator, KEY);
         fault(&emulator, injected.clone()).await;
         let error = baseten.upsert("a", &value()).await.unwrap_err();
         match error {
@@ -195,8 +198,8 @@ async fn a_slow_baseten_is_waited_for_and_the_rate_limit_is_kept() {
     baseten.upsert("slow", &value()).await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(300));
 
-    // 150 upserts at once never exceed the emulator's 100/s: no 429 comes back, and the
-    // client's 90/s pacing spreads them over more than 1.6 s.
+    // 150 upserts at once never exceed the emulator's 100/s: no 429 comes back, because
+    // the 101st waits until a whole window (1.025 s) has passed since the 1st.
     let started = Instant::now();
     let results = futures::future::join_all((0..150).map(|i| {
         let baseten = baseten.clone();
@@ -208,11 +211,29 @@ async fn a_slow_baseten_is_waited_for_and_the_rate_limit_is_kept() {
         "{:?}",
         results.iter().find(|r| r.is_err())
     );
-    // 149 gaps of 1/90 s: 1.66 s. Without pacing the emulator would have answered 429s; at
-    // Baseten's full 100/s it would take 1.49 s.
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(1_600),
+        took >= Duration::from_secs(1),
         "150 upserts took only {took:?}"
+    );
+
+    // A 429 holds back the whole endpoint for its retry_after, not only the throttled call.
+    fault(
+        &emulator,
+        json!({"path_prefix": "/v1/secrets", "status": 429, "body": {"error": "Rate limit exceeded. Please try again later.", "retry_after": 1}}),
+    )
+    .await;
+    // A fresh window first, so only the pause can make the next call wait.
+    tokio::time::sleep(baseten_secrets_operator::baseten::RATE_WINDOW).await;
+    let throttled_at = Instant::now();
+    assert!(matches!(
+        baseten.upsert("t", &value()).await,
+        Err(BasetenError::RateLimited { .. })
+    ));
+    baseten.upsert("u", &value()).await.unwrap();
+    let waited = throttled_at.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1),
+        "the next call waited only {waited:?}"
     );
 }

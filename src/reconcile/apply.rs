@@ -14,7 +14,7 @@ use super::record::record;
 use super::retry::{Attempt, Retry, jittered, retry_delay};
 use super::value::read_value;
 use crate::baseten::BasetenError;
-use crate::context::Context;
+use crate::context::{Context, Settled};
 use crate::crd::{BasetenSecret, BasetenSecretStatus, FORCE_SYNC_ANNOTATION};
 use crate::error::{Error, Result};
 use crate::status::{Outcome, Reason, Written};
@@ -50,6 +50,15 @@ fn baseten_failure_message(error: &BasetenError, baseten_name: &str) -> String {
     format!("writing Baseten secret {baseten_name:?} failed: {error}; {advice}")
 }
 
+/// The force-sync token of the resource, if any.
+fn force_token(object: &BasetenSecret) -> Option<String> {
+    object
+        .annotations()
+        .get(FORCE_SYNC_ANNOTATION)
+        .filter(|t| !t.is_empty())
+        .cloned()
+}
+
 /// Brings Baseten and the status in line with the resource.
 pub async fn apply(
     object: &BasetenSecret,
@@ -60,21 +69,54 @@ pub async fn apply(
     let key_ref = &object.spec.secret_ref;
     // Registered before the read, so a Secret change after it always triggers a reconcile.
     ctx.index.register(namespace, name, &key_ref.name);
+    let generation = object.metadata.generation.unwrap_or_default();
+    let force_token = force_token(object);
+    let inputs_unchanged = |settled: &Settled| {
+        settled.secret == key_ref.name
+            && settled.generation == generation
+            && settled.force_token == force_token
+            && ctx.index.seen_version(namespace, &key_ref.name).as_deref()
+                == Some(settled.secret_version.as_str())
+    };
+    if !object.spec.suspend
+        && ctx
+            .recall(object)
+            .settled
+            .is_some_and(|s| inputs_unchanged(&s))
+    {
+        // Typically the echo of our own status write: the Secret is as last read.
+        debug!("nothing changed since the last read");
+        return Ok(Action::await_change());
+    }
     let current = ctx.current_status(object);
 
-    let pushed = if object.spec.suspend {
-        Pushed::Outcome(
-            outcome(
-                Reason::Suspended,
-                "spec.suspend is true; nothing is written to Baseten until it is false".into(),
-            ),
-            None,
-        )
+    let (pushed, secret_version) = if object.spec.suspend {
+        let suspended = outcome(
+            Reason::Suspended,
+            "spec.suspend is true; nothing is written to Baseten until it is false".into(),
+        );
+        (Pushed::Outcome(suspended, None), None)
     } else {
-        match read_value(&ctx.client, namespace, key_ref).await? {
-            Err((reason, message)) => Pushed::Outcome(outcome(reason, message), None),
-            Ok(value) => push(object, ctx, &current, namespace, &value).await,
+        let read = read_value(&ctx.client, namespace, key_ref).await?;
+        if let Some(version) = &read.version {
+            // The watch may have delivered this Secret before this resource read it.
+            ctx.index.read_at(namespace, &key_ref.name, version);
         }
+        let pushed = match read.value {
+            Err((reason, message)) => Pushed::Outcome(outcome(reason, message), None),
+            Ok(value) => {
+                push(
+                    object,
+                    ctx,
+                    &current,
+                    namespace,
+                    &value,
+                    force_token.clone(),
+                )
+                .await
+            }
+        };
+        (pushed, read.version)
     };
     let (outcome, transient) = match pushed {
         Pushed::Waiting(left) => return Ok(Action::requeue(left)),
@@ -83,7 +125,18 @@ pub async fn apply(
 
     record(object, ctx, &current, namespace, name, &outcome).await?;
 
-    ctx.remember(object, |memory| memory.failures = 0);
+    ctx.remember(object, |memory| {
+        memory.failures = 0;
+        memory.settled = match (outcome.reason, secret_version) {
+            (Reason::Synced, Some(secret_version)) => Some(Settled {
+                secret: key_ref.name.clone(),
+                secret_version,
+                generation,
+                force_token,
+            }),
+            _ => None,
+        };
+    });
     if let Some(error) = transient {
         // error_policy requeues at the write's retry time.
         return Err(Error::Baseten(error));
@@ -104,15 +157,11 @@ async fn push(
     current: &BasetenSecretStatus,
     namespace: &str,
     value: &SecretString,
+    force_token: Option<String>,
 ) -> Pushed {
     let key_ref = &object.spec.secret_ref;
     let baseten_name = object.desired_baseten_name();
     let synced_hash = ctx.hash_key.synced_hash(&baseten_name, value);
-    let force_token = object
-        .annotations()
-        .get(FORCE_SYNC_ANNOTATION)
-        .filter(|t| !t.is_empty())
-        .cloned();
     let decision = decide(
         Some(current),
         &baseten_name,

@@ -53,23 +53,37 @@ pub fn extract_value(
     }
 }
 
-/// Reads the key's value; `Ok(Err(..))` is a user's problem to report in status.
+/// One read of the key's value.
+pub struct Read {
+    /// The Secret's resourceVersion at the read; `None` when it does not exist.
+    pub version: Option<String>,
+    /// The value, or a user's problem to report in status.
+    pub value: std::result::Result<SecretString, Unusable>,
+}
+
+/// Reads the key's value. The Secret is dropped as soon as the value is taken out.
 pub async fn read_value(
     client: &kube::Client,
     namespace: &str,
     key_ref: &SecretKeyRef,
-) -> Result<std::result::Result<SecretString, Unusable>> {
+) -> Result<Read> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let Some(secret) = secrets.get_opt(&key_ref.name).await? else {
-        return Ok(Err((
-            Reason::SecretNotFound,
-            format!(
-                "Secret {namespace}/{} does not exist; create it or fix spec.secretRef.name",
-                key_ref.name
-            ),
-        )));
+        return Ok(Read {
+            version: None,
+            value: Err((
+                Reason::SecretNotFound,
+                format!(
+                    "Secret {namespace}/{} does not exist; create it or fix spec.secretRef.name",
+                    key_ref.name
+                ),
+            )),
+        });
     };
-    Ok(extract_value(&secret, key_ref, namespace))
+    Ok(Read {
+        version: secret.metadata.resource_version.clone(),
+        value: extract_value(&secret, key_ref, namespace),
+    })
 }
 
 #[cfg(test)]

@@ -171,6 +171,11 @@ impl Harness {
         self.operator = Some(operator);
     }
 
+    /// Whether the operator process is still running.
+    pub fn operator_running(&mut self) -> bool {
+        self.operator.as_mut().is_some_and(|o| !o.has_exited())
+    }
+
     /// Stops the operator process (SIGTERM), waiting for it to exit.
     pub fn stop_operator(&mut self) {
         if let Some(mut operator) = self.operator.take() {
@@ -412,11 +417,16 @@ impl Harness {
     /// How many reconciles of BasetenSecret `name` the operator has started, over all its
     /// runs in this test (text or JSON logs).
     pub fn reconciles_of(&self, name: &str) -> usize {
+        self.logged(name, RECONCILE_STARTED)
+    }
+
+    /// How many times the operator logged `message` in a reconcile of BasetenSecret `name`.
+    pub fn logged(&self, name: &str, message: &str) -> usize {
         let text_span = format!("name={name}}}");
         let json_span = format!("\"name\":\"{name}\"");
         self.operator_logs()
             .lines()
-            .filter(|line| line.contains(RECONCILE_STARTED))
+            .filter(|line| line.contains(message))
             .filter(|line| line.contains(&text_span) || line.contains(&json_span))
             .count()
     }
