@@ -146,7 +146,7 @@ async fn upsert_creates_then_updates_keeping_id_created_at_and_first_spelling() 
         .api(
             Method::POST,
             "/v1/secrets",
-            Some(json!({"name": "hf-access-token", "value": "v2"})),
+            Some(json!({"name": "hf-access-token", "value": "second-value-never-listed"})),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -159,7 +159,7 @@ async fn upsert_creates_then_updates_keeping_id_created_at_and_first_spelling() 
 
     let secrets = emu.admin_secrets().await;
     assert_eq!(secrets.len(), 1);
-    assert_eq!(secrets[0].value, "v2");
+    assert_eq!(secrets[0].value, "second-value-never-listed");
     assert_eq!(secrets[0].writes, 2);
     assert_eq!(secrets[0].api_key_id, "key-1");
 
@@ -178,7 +178,7 @@ async fn upsert_creates_then_updates_keeping_id_created_at_and_first_spelling() 
     assert_shape("SecretsV1", &list);
     assert_eq!(list["secrets"].as_array().unwrap().len(), 2);
     assert!(
-        !list.to_string().contains("v2"),
+        !list.to_string().contains("second-value-never-listed"),
         "listing never returns values"
     );
 }
