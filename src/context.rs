@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 
 use crate::baseten::BasetenClient;
@@ -58,33 +57,26 @@ pub struct Context {
     pub hash_key: HashKey,
     /// Which BasetenSecrets read which Secret.
     pub index: SecretIndex,
-    /// Publishes Kubernetes events.
-    pub recorder: Recorder,
+    /// Who publishes the events: this pod's name, else the controller's.
+    pub event_instance: String,
     memory: Mutex<HashMap<ObjectRef<BasetenSecret>, Memory>>,
 }
 
 impl Context {
     /// Builds the context: a Baseten client for the key, the hash key derived from it, an
-    /// empty index and memory, and an event recorder reporting as `instance` (the pod name).
+    /// empty index and memory; events report `instance` (the pod name) as their source.
     pub fn new(
         client: kube::Client,
         baseten: BasetenClient,
         hash_key: HashKey,
         instance: Option<String>,
     ) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance,
-            },
-        );
         Self {
             client,
             baseten,
             hash_key,
             index: SecretIndex::default(),
-            recorder,
+            event_instance: instance.unwrap_or_else(|| FIELD_MANAGER.to_string()),
             memory: Mutex::new(HashMap::new()),
         }
     }

@@ -1,10 +1,11 @@
 //! Recording an outcome: the status, written only when it changes, and an event when the
 //! Ready reason changes.
 
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
-use kube::Resource;
-use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
 use tracing::warn;
 
 use crate::context::{Context, FIELD_MANAGER};
@@ -50,33 +51,123 @@ pub async fn record(
         .find(|c| c.type_ == READY)
         .map(|c| c.reason.as_str());
     // Events mark transitions of the Ready reason only; lastSyncTime records every write.
-    if let Some(event) = event_for(previous_reason, outcome)
-        && let Err(error) = ctx.recorder.publish(&event, &object.object_ref(&())).await
+    // They are created directly: kube's Recorder keeps every event it published for minutes
+    // to count repeats, which transitions never are (10 000 events at a cold start).
+    if let Some(event) = event_for(
+        object,
+        &ctx.event_instance,
+        previous_reason,
+        outcome,
+        Timestamp::now(),
+    ) && let Err(error) = Api::<Event>::namespaced(ctx.client.clone(), namespace)
+        .create(&PostParams::default(), &event)
+        .await
     {
         warn!(error = %error, "could not publish event");
     }
     Ok(())
 }
 
-/// The event for an outcome, when the Ready reason changed.
-pub fn event_for(previous_reason: Option<&str>, outcome: &Outcome) -> Option<Event> {
+/// Longest event note the apiserver accepts, in bytes.
+pub const EVENT_NOTE_MAX_BYTES: usize = 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn truncated(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+/// The event about `object` for an outcome, when the Ready reason changed.
+pub fn event_for(
+    object: &BasetenSecret,
+    instance: &str,
+    previous_reason: Option<&str>,
+    outcome: &Outcome,
+    now: Timestamp,
+) -> Option<Event> {
     if previous_reason == Some(outcome.reason.as_str()) {
         return None;
     }
+    let kind = if outcome.reason == Reason::Synced {
+        "Normal"
+    } else {
+        "Warning"
+    };
+    let action = if outcome.written.is_some() {
+        "Upsert"
+    } else {
+        "Reconcile"
+    };
     Some(Event {
-        type_: if outcome.reason == Reason::Synced {
-            EventType::Normal
-        } else {
-            EventType::Warning
+        metadata: ObjectMeta {
+            name: Some(format!(
+                "{}.{:016x}",
+                object.name_any(),
+                rand::random::<u64>()
+            )),
+            namespace: object.namespace(),
+            ..Default::default()
         },
-        reason: outcome.reason.as_str().to_string(),
-        note: Some(outcome.message.clone()),
-        action: if outcome.written.is_some() {
-            "Upsert"
-        } else {
-            "Reconcile"
-        }
-        .to_string(),
-        secondary: None,
+        event_time: Some(MicroTime(now)),
+        type_: Some(kind.into()),
+        reason: Some(outcome.reason.as_str().into()),
+        note: Some(truncated(&outcome.message, EVENT_NOTE_MAX_BYTES)),
+        action: Some(action.into()),
+        regarding: Some(object.object_ref(&())),
+        reporting_controller: Some(FIELD_MANAGER.into()),
+        reporting_instance: Some(instance.into()),
+        ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{BasetenSecretSpec, SecretKeyRef};
+
+    fn object() -> BasetenSecret {
+        let mut object = BasetenSecret::new(
+            "hf",
+            BasetenSecretSpec {
+                secret_ref: SecretKeyRef {
+                    name: "creds".into(),
+                    key: "token".into(),
+                },
+                baseten_name: None,
+                suspend: false,
+            },
+        );
+        object.metadata.namespace = Some("ml".into());
+        object
+    }
+
+    fn outcome(reason: Reason, message: &str) -> Outcome {
+        Outcome {
+            reason,
+            message: message.into(),
+            written: None,
+            force_sync_token: None,
+        }
+    }
+
+    #[test]
+    fn events_mark_transitions_only() {
+        let now = Timestamp::now();
+        let synced = outcome(Reason::Synced, "fine");
+        assert!(event_for(&object(), "pod", Some("Synced"), &synced, now).is_none());
+        let event = event_for(&object(), "pod", Some("SecretNotFound"), &synced, now).unwrap();
+        assert_eq!(event.type_.as_deref(), Some("Normal"));
+        assert_eq!(event.reason.as_deref(), Some("Synced"));
+        assert_eq!(event.reporting_instance.as_deref(), Some("pod"));
+        assert_eq!(event.metadata.namespace.as_deref(), Some("ml"));
+        assert_eq!(event.regarding.and_then(|r| r.name).as_deref(), Some("hf"));
+        let missing = outcome(Reason::SecretNotFound, &"é".repeat(1000));
+        let event = event_for(&object(), "pod", None, &missing, now).unwrap();
+        assert_eq!(event.type_.as_deref(), Some("Warning"));
+        let note = event.note.unwrap();
+        assert!(note.len() <= EVENT_NOTE_MAX_BYTES && note.len() >= EVENT_NOTE_MAX_BYTES - 1);
+    }
 }
