@@ -279,6 +279,36 @@ impl BasetenClient {
         response.json::<SecretV1>().await.map_err(|e| transport(&e))
     }
 
+    /// Deletes the secret `name` of the key's default team. A name Baseten does not know
+    /// counts as deleted: the answer is [`Deleted::AlreadyGone`].
+    pub async fn delete(&self, name: &str) -> Result<Deleted, BasetenError> {
+        let path = secret_path(name)?;
+        match self
+            .send(Method::DELETE, "DELETE /v1/secrets/{name}", &path, None)
+            .await
+        {
+            Ok(_) => Ok(Deleted::Deleted),
+            Err(BasetenError::Rejected { status: 404, .. }) => Ok(Deleted::AlreadyGone),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Lists the secrets (names, ids, never values) of the key's default team.
+    pub async fn list(&self) -> Result<Vec<SecretV1>, BasetenError> {
+        #[derive(Deserialize)]
+        struct Secrets {
+            secrets: Vec<SecretV1>,
+        }
+        let response = self
+            .send(Method::GET, "GET /v1/secrets", "/v1/secrets", None)
+            .await?;
+        let secrets = response
+            .json::<Secrets>()
+            .await
+            .map_err(|e| transport(&e))?;
+        Ok(secrets.secrets)
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -311,6 +341,34 @@ impl BasetenClient {
         }
         Err(error)
     }
+}
+
+/// The path of one secret, its name escaped as a single path segment.
+fn secret_path(name: &str) -> Result<String, BasetenError> {
+    let mut url = reqwest::Url::parse("http://path.invalid/v1/secrets")
+        .map_err(|_| BasetenError::Transport("the request could not be encoded"))?;
+    url.path_segments_mut()
+        .map_err(|_| BasetenError::Transport("the request could not be encoded"))?
+        .push(name);
+    Ok(url.path().to_string())
+}
+
+/// What a delete found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deleted {
+    /// The secret existed and is gone now.
+    Deleted,
+    /// Baseten had no such secret (404).
+    AlreadyGone,
+}
+
+/// Baseten's identity of a secret name: every character that is not an ASCII letter or digit
+/// is the same character, and case counts, so `hf_token`, `hf-token` and `hf.token` are one
+/// secret.
+pub fn normalised_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 async fn classify(response: reqwest::Response) -> BasetenError {

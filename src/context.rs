@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::baseten::BasetenClient;
 use crate::crd::{BasetenSecret, BasetenSecretStatus};
@@ -31,6 +31,9 @@ pub struct Memory {
     pub written_status: Option<BasetenSecretStatus>,
     /// What the last reconcile that found Baseten up to date had read.
     pub settled: Option<Settled>,
+    /// The Baseten name this object's cleanup deleted, so a reconcile that still sees the
+    /// finalizer does not delete it twice.
+    pub deleted: Option<String>,
 }
 
 /// The inputs of a reconcile that found Baseten up to date. While none of them changes, a
@@ -57,6 +60,8 @@ pub struct Context {
     pub hash_key: HashKey,
     /// Which BasetenSecrets read which Secret.
     pub index: SecretIndex,
+    /// The controller's cache of every BasetenSecret it watches.
+    pub store: Store<BasetenSecret>,
     /// Who publishes the events: this pod's name, else the controller's.
     pub event_instance: String,
     memory: Mutex<HashMap<ObjectRef<BasetenSecret>, Memory>>,
@@ -64,11 +69,13 @@ pub struct Context {
 
 impl Context {
     /// Builds the context: a Baseten client for the key, the hash key derived from it, an
-    /// empty index and memory; events report `instance` (the pod name) as their source.
+    /// empty index and memory, and the controller's `store`; events report `instance` (the
+    /// pod name) as their source.
     pub fn new(
         client: kube::Client,
         baseten: BasetenClient,
         hash_key: HashKey,
+        store: Store<BasetenSecret>,
         instance: Option<String>,
     ) -> Self {
         Self {
@@ -76,6 +83,7 @@ impl Context {
             baseten,
             hash_key,
             index: SecretIndex::default(),
+            store,
             event_instance: instance.unwrap_or_else(|| FIELD_MANAGER.to_string()),
             memory: Mutex::new(HashMap::new()),
         }

@@ -62,16 +62,17 @@ pub async fn run(
         );
     }
 
+    // The resource cache keeps what reconciles read: spec, status, annotations. Field
+    // managers and kubectl's last-applied copy are dropped before they are stored.
+    let (reader, writer) = reflector::store();
     let ctx = Arc::new(Context::new(
         client.clone(),
         BasetenClient::new(&config.baseten_url, &config.api_key)?,
         HashKey::derive(&config.api_key),
+        reader.clone(),
         std::env::var("POD_NAME").ok(),
     ));
 
-    // The resource cache keeps what reconciles read: spec, status, annotations. Field
-    // managers and kubectl's last-applied copy are dropped before they are stored.
-    let (reader, writer) = reflector::store();
     let resource_events = watcher(resources, watch_config())
         .default_backoff()
         .modify(prune)

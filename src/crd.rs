@@ -13,6 +13,43 @@ pub const GROUP: &str = "baseten.co";
 /// Annotation whose new value forces one upsert even when nothing changed.
 pub const FORCE_SYNC_ANNOTATION: &str = "baseten.co/force-sync";
 
+/// Annotation that, set to "true", lets a resource with `deletionPolicy: Delete` go without
+/// deleting its Baseten secret (the way out when Baseten cannot be reached).
+pub const SKIP_REMOTE_DELETE_ANNOTATION: &str = "baseten.co/skip-remote-delete";
+
+/// Finalizer that holds a resource with `deletionPolicy: Delete` until the Baseten secret it
+/// wrote is deleted.
+pub const CLEANUP_FINALIZER: &str = "baseten.co/cleanup";
+
+/// What happens in Baseten when a resource goes away or stops using a name.
+#[derive(
+    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum DeletionPolicy {
+    /// The Baseten secret stays (the default): models reading it keep working.
+    #[default]
+    Retain,
+    /// The Baseten secret this resource wrote is deleted with the resource, and the old name
+    /// after a change of basetenName.
+    Delete,
+}
+
+/// Whether an existing Baseten secret may be overwritten.
+#[derive(
+    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum UpdatePolicy {
+    /// Write whenever the value changes (the default).
+    #[default]
+    Replace,
+    /// Never overwrite a Baseten secret that this resource did not create.
+    IfNotExists,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
 /// Pushes one key of a Kubernetes Secret to Baseten as a Baseten secret, and keeps it in sync.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -82,6 +119,14 @@ pub struct BasetenSecretSpec {
     /// Stops writing to Baseten while true; the status keeps what was last written.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
+
+    /// What happens to the Baseten secret this resource wrote when the resource is deleted or basetenName changes. Retain (default): it stays in Baseten. Delete: it is deleted (a finalizer, baseten.co/cleanup, holds the resource until then; the annotation baseten.co/skip-remote-delete: "true" releases it without deleting). A name another resource now uses is never deleted.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub deletion_policy: DeletionPolicy,
+
+    /// Replace (default): write whenever the value changes. IfNotExists: if the name already exists in Baseten and this resource did not create it, never write; Ready is True with reason AlreadyExists and the status shows Baseten's id and createdAt.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub update_policy: UpdatePolicy,
 }
 
 /// A key of a Secret in the same namespace as the BasetenSecret.
@@ -108,12 +153,12 @@ pub struct BasetenSecretStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Current state. "Ready" is True when Baseten holds the current value of the key; its reason is one of Synced, SecretNotFound, KeyNotFound, InvalidValue, Unauthorized, BasetenRejected, BasetenUnavailable, RateLimited, Suspended.
+    /// Current state. "Ready" is True when Baseten holds the current value of the key; its reason is Synced or AlreadyExists when True, else one of SecretNotFound, KeyNotFound, InvalidValue, Unauthorized, BasetenRejected, BasetenUnavailable, RateLimited, Suspended, Deleting, DeletionBlocked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 
-    /// Name of the Baseten secret last written.
+    /// Name of the Baseten secret last written (with reason AlreadyExists: found and left alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseten_name: Option<String>,
 
@@ -188,6 +233,8 @@ mod tests {
                 },
                 baseten_name: None,
                 suspend: false,
+                deletion_policy: DeletionPolicy::Retain,
+                update_policy: UpdatePolicy::Replace,
             },
         );
         assert_eq!(object.desired_baseten_name(), "hf-access-token");

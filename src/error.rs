@@ -14,12 +14,28 @@ pub enum Error {
     /// The object lacks a field the API server always sets.
     #[error("object has no {0}")]
     MissingObjectKey(&'static str),
+    /// Adding or removing the cleanup finalizer failed, or the step it wraps did.
+    #[error(transparent)]
+    Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl Error {
+    /// The error of the step itself, looking through the finalizer helper's wrapping.
+    pub fn cause(&self) -> &Error {
+        use kube::runtime::finalizer::Error as Finalizer;
+        match self {
+            Self::Finalizer(wrapped) => match wrapped.as_ref() {
+                Finalizer::ApplyFailed(inner) | Finalizer::CleanupFailed(inner) => inner.cause(),
+                _ => self,
+            },
+            _ => self,
+        }
+    }
+
     /// A fixed, bounded label for metrics and logs.
     pub fn metric_label(&self) -> &'static str {
-        match self {
+        match self.cause() {
+            Self::Finalizer(_) => "finalizer",
             Self::Kube(_) => "kube",
             Self::Baseten(BasetenError::RateLimited { .. }) => "baseten_rate_limited",
             Self::Baseten(BasetenError::Unavailable { .. }) => "baseten_unavailable",

@@ -14,6 +14,7 @@ pub mod hash;
 pub mod index;
 pub mod process;
 pub mod reconcile;
+pub mod relations;
 pub mod status;
 pub mod telemetry;
 

@@ -30,6 +30,12 @@ pub enum Reason {
     RateLimited,
     /// spec.suspend is true.
     Suspended,
+    /// `updatePolicy: IfNotExists` and the name exists in Baseten, written by someone else.
+    AlreadyExists,
+    /// The resource is being deleted and its Baseten secret is being deleted.
+    Deleting,
+    /// The resource is being deleted, but its Baseten secret cannot be deleted.
+    DeletionBlocked,
 }
 
 impl Reason {
@@ -45,7 +51,15 @@ impl Reason {
             Self::BasetenUnavailable => "BasetenUnavailable",
             Self::RateLimited => "RateLimited",
             Self::Suspended => "Suspended",
+            Self::AlreadyExists => "AlreadyExists",
+            Self::Deleting => "Deleting",
+            Self::DeletionBlocked => "DeletionBlocked",
         }
+    }
+
+    /// Whether Ready is True under this reason: the secret is in Baseten as asked.
+    pub fn is_ready(self) -> bool {
+        matches!(self, Self::Synced | Self::AlreadyExists)
     }
 
     /// The reason a failed Baseten call is reported under.
@@ -73,6 +87,8 @@ pub struct Outcome {
     pub written: Option<Written>,
     /// The force-sync token honoured by this reconcile, if any.
     pub force_sync_token: Option<String>,
+    /// A Baseten secret found under the name and left alone (`updatePolicy: IfNotExists`).
+    pub found: Option<SecretV1>,
 }
 
 /// A successful upsert.
@@ -104,10 +120,16 @@ pub fn next_status(
         next.last_sync_time = Some(Time(now));
         next.synced_hash = Some(written.synced_hash.clone());
     }
+    if let Some(found) = &outcome.found {
+        next.baseten_name = Some(found.name.clone());
+        next.secret_id = found.id.clone();
+        next.team_name = found.team_name.clone();
+        next.created_at = Some(found.created_at.clone());
+    }
     if let Some(token) = &outcome.force_sync_token {
         next.force_sync_token = Some(token.clone());
     }
-    let status = if outcome.reason == Reason::Synced {
+    let status = if outcome.reason.is_ready() {
         "True"
     } else {
         "False"
@@ -140,6 +162,7 @@ mod tests {
             message: "m".into(),
             written: None,
             force_sync_token: None,
+            found: None,
         }
     }
 

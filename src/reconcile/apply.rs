@@ -9,13 +9,16 @@ use secrecy::SecretString;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::cleanup::release_name;
 use super::decide::{Decision, decide};
 use super::record::record;
 use super::retry::{Attempt, Retry, jittered, retry_delay};
 use super::value::read_value;
-use crate::baseten::BasetenError;
+use crate::baseten::{BasetenError, SecretV1, normalised_name};
 use crate::context::{Context, Settled};
-use crate::crd::{BasetenSecret, BasetenSecretStatus, FORCE_SYNC_ANNOTATION};
+use crate::crd::{
+    BasetenSecret, BasetenSecretStatus, DeletionPolicy, FORCE_SYNC_ANNOTATION, UpdatePolicy,
+};
 use crate::error::{Error, Result};
 use crate::status::{Outcome, Reason, Written};
 
@@ -35,6 +38,7 @@ fn outcome(reason: Reason, message: String) -> Outcome {
         message,
         written: None,
         force_sync_token: None,
+        found: None,
     }
 }
 
@@ -128,7 +132,7 @@ pub async fn apply(
     ctx.remember(object, |memory| {
         memory.failures = 0;
         memory.settled = match (outcome.reason, secret_version) {
-            (Reason::Synced, Some(secret_version)) => Some(Settled {
+            (reason, Some(secret_version)) if reason.is_ready() => Some(Settled {
                 secret: key_ref.name.clone(),
                 secret_version,
                 generation,
@@ -201,10 +205,44 @@ async fn push(
         return Pushed::Waiting(left);
     }
 
+    if object.spec.update_policy == UpdatePolicy::IfNotExists && decision == Decision::FirstWrite {
+        match find(ctx, &baseten_name).await {
+            Ok(Some(found)) => {
+                debug!("IfNotExists: the name exists in Baseten and was not written here");
+                let message = format!(
+                    "Baseten secret {:?} already exists and this resource did not create it; updatePolicy IfNotExists leaves it alone",
+                    found.name
+                );
+                return Pushed::Outcome(
+                    Outcome {
+                        found: Some(found),
+                        ..outcome(Reason::AlreadyExists, message)
+                    },
+                    None,
+                );
+            }
+            Ok(None) => {}
+            Err(error) => return failed(object, ctx, attempt, error, &baseten_name),
+        }
+    }
+
     match ctx.baseten.upsert(&baseten_name, value).await {
         Ok(secret) => {
             ctx.remember(object, |memory| memory.retry = None);
             info!(?decision, baseten_name = %baseten_name, "wrote secret to Baseten");
+            if let Some(old) = abandoned_name(object, current, &baseten_name)
+                && let Err(error) = release_name(object, ctx, &old).await
+            {
+                // The status keeps the old name, so the next attempt deletes it again.
+                warn!(error = %error, "deleting the previous Baseten name failed");
+                let message = format!(
+                    "wrote Baseten secret {baseten_name:?}, but deleting the previous name {old:?} failed: {error}; retrying"
+                );
+                return Pushed::Outcome(
+                    outcome(Reason::of_baseten_error(&error), message),
+                    Some(error),
+                );
+            }
             Pushed::Outcome(
                 Outcome {
                     written: Some(Written {
@@ -218,21 +256,57 @@ async fn push(
                 None,
             )
         }
-        Err(error) => {
-            warn!(error = %error, "Baseten write failed");
-            ctx.remember(object, |memory| {
-                let failures = memory.retry.as_ref().map_or(0, |r| r.failures) + 1;
-                memory.retry = Some(Retry {
-                    not_before: Instant::now() + jittered(retry_delay(&error, failures)),
-                    attempt,
-                    failures,
-                });
-            });
-            let failed = outcome(
-                Reason::of_baseten_error(&error),
-                baseten_failure_message(&error, &baseten_name),
-            );
-            Pushed::Outcome(failed, error.is_transient().then_some(error))
-        }
+        Err(error) => failed(object, ctx, attempt, error, &baseten_name),
     }
+}
+
+/// Records a failed Baseten call of `attempt` and when the same attempt may run again.
+fn failed(
+    object: &BasetenSecret,
+    ctx: &Context,
+    attempt: Attempt,
+    error: BasetenError,
+    baseten_name: &str,
+) -> Pushed {
+    warn!(error = %error, "Baseten write failed");
+    ctx.remember(object, |memory| {
+        let failures = memory.retry.as_ref().map_or(0, |r| r.failures) + 1;
+        memory.retry = Some(Retry {
+            not_before: Instant::now() + jittered(retry_delay(&error, failures)),
+            attempt,
+            failures,
+        });
+    });
+    let failed = outcome(
+        Reason::of_baseten_error(&error),
+        baseten_failure_message(&error, baseten_name),
+    );
+    Pushed::Outcome(failed, error.is_transient().then_some(error))
+}
+
+/// The Baseten secret named `baseten_name` (in Baseten's normalised sense), if it exists.
+async fn find(ctx: &Context, baseten_name: &str) -> Result<Option<SecretV1>, BasetenError> {
+    let wanted = normalised_name(baseten_name);
+    Ok(ctx
+        .baseten
+        .list()
+        .await?
+        .into_iter()
+        .find(|s| normalised_name(&s.name) == wanted))
+}
+
+/// The name this resource wrote before and no longer wants, when its policy deletes it: a
+/// different Baseten secret than `baseten_name` (not merely another spelling of it).
+fn abandoned_name(
+    object: &BasetenSecret,
+    current: &BasetenSecretStatus,
+    baseten_name: &str,
+) -> Option<String> {
+    if object.spec.deletion_policy != DeletionPolicy::Delete || current.synced_hash.is_none() {
+        return None;
+    }
+    current
+        .baseten_name
+        .clone()
+        .filter(|old| normalised_name(old) != normalised_name(baseten_name))
 }

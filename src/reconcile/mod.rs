@@ -2,6 +2,7 @@
 //! upsert, then record the outcome in status and, on a transition, in an event.
 
 pub mod apply;
+pub mod cleanup;
 pub mod decide;
 pub mod record;
 pub mod retry;
@@ -10,11 +11,13 @@ pub mod value;
 use std::sync::Arc;
 
 use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event, finalizer};
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::context::Context;
-use crate::crd::BasetenSecret;
+use crate::crd::{BasetenSecret, CLEANUP_FINALIZER, DeletionPolicy};
 use crate::error::{Error, Result};
 use retry::{backoff, jittered};
 
@@ -28,7 +31,7 @@ pub async fn reconcile(object: Arc<BasetenSecret>, ctx: Arc<Context>) -> Result<
     async {
         // Tests count these two lines to know when every reconcile has run to its end.
         debug!("reconcile started");
-        let result = apply::apply(&object, &ctx, &namespace, &name).await;
+        let result = dispatch(object, &ctx, &namespace, &name).await;
         debug!(ok = result.is_ok(), "reconcile finished");
         result
     }
@@ -36,11 +39,47 @@ pub async fn reconcile(object: Arc<BasetenSecret>, ctx: Arc<Context>) -> Result<
     .await
 }
 
+/// The top-level branch. With `deletionPolicy: Delete` (or while a finalizer added under it
+/// is still there) kube's finalizer helper runs apply or cleanup; under Retain no finalizer
+/// is kept, and one left from an earlier Delete is removed.
+async fn dispatch(
+    object: Arc<BasetenSecret>,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Action> {
+    let finalized = object.finalizers().iter().any(|f| f == CLEANUP_FINALIZER);
+    let deleting = object.metadata.deletion_timestamp.is_some();
+    if object.spec.deletion_policy == DeletionPolicy::Delete || (finalized && deleting) {
+        let api: Api<BasetenSecret> = Api::namespaced(ctx.client.clone(), namespace);
+        return finalizer(&api, CLEANUP_FINALIZER, object, |event| async move {
+            match event {
+                Event::Apply(object) => apply::apply(&object, ctx, namespace, name).await,
+                Event::Cleanup(object) => cleanup::cleanup(&object, ctx, namespace, name).await,
+            }
+        })
+        .await
+        .map_err(|error| Error::Finalizer(Box::new(error)));
+    }
+    if finalized {
+        // Switched from Delete to Retain: the patch brings the object back without it.
+        cleanup::drop_finalizer(&object, ctx, namespace).await?;
+        return Ok(Action::await_change());
+    }
+    if deleting {
+        // Retain: the Baseten secret stays, and there is nothing to write.
+        return Ok(Action::await_change());
+    }
+    apply::apply(&object, ctx, namespace, name).await
+}
+
 /// Decides when to retry after a failed reconcile: a failed Baseten write at its retry
 /// time, anything else with exponential backoff.
 pub fn error_policy(object: Arc<BasetenSecret>, error: &Error, ctx: Arc<Context>) -> Action {
-    let scheduled = match error {
-        Error::Baseten(_) => ctx.recall(&object).retry.map(|r| (r.left(), r.failures)),
+    let scheduled = match error.cause() {
+        Error::Baseten(_) if object.metadata.deletion_timestamp.is_none() => {
+            ctx.recall(&object).retry.map(|r| (r.left(), r.failures))
+        }
         _ => None,
     };
     let (delay, failures) = scheduled.unwrap_or_else(|| {

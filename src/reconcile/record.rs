@@ -11,7 +11,7 @@ use tracing::warn;
 use crate::context::{Context, FIELD_MANAGER};
 use crate::crd::{BasetenSecret, BasetenSecretStatus};
 use crate::error::Result;
-use crate::status::{Outcome, READY, Reason, next_status};
+use crate::status::{Outcome, READY, next_status};
 
 /// Writes the status if it changed and publishes an event when the Ready reason changes.
 pub async fn record(
@@ -91,7 +91,7 @@ pub fn event_for(
     if previous_reason == Some(outcome.reason.as_str()) {
         return None;
     }
-    let kind = if outcome.reason == Reason::Synced {
+    let kind = if outcome.reason.is_ready() {
         "Normal"
     } else {
         "Warning"
@@ -127,6 +127,7 @@ pub fn event_for(
 mod tests {
     use super::*;
     use crate::crd::{BasetenSecretSpec, SecretKeyRef};
+    use crate::status::Reason;
 
     fn object() -> BasetenSecret {
         let mut object = BasetenSecret::new(
@@ -138,6 +139,8 @@ mod tests {
                 },
                 baseten_name: None,
                 suspend: false,
+                deletion_policy: Default::default(),
+                update_policy: Default::default(),
             },
         );
         object.metadata.namespace = Some("ml".into());
@@ -150,6 +153,7 @@ mod tests {
             message: message.into(),
             written: None,
             force_sync_token: None,
+            found: None,
         }
     }
 

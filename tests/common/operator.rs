@@ -310,6 +310,35 @@ impl Harness {
         .await
     }
 
+    /// Polls until the BasetenSecret no longer exists.
+    pub async fn wait_gone(&self, name: &str) {
+        self.poll_until(&format!("{}/{name} to be gone", self.ns), async || {
+            let current = self.bts_api().get_opt(name).await.unwrap();
+            let state = format!(
+                "finalizers {:?}, status {:?}",
+                current.as_ref().map(|o| o.metadata.finalizers.clone()),
+                current.as_ref().and_then(|o| o.status.as_ref())
+            );
+            (current.is_none().then_some(()), state)
+        })
+        .await
+    }
+
+    /// Upserts a Baseten secret through the public API with the test key, as someone using
+    /// Baseten directly would; returns what the emulator then holds.
+    pub async fn baseten_upsert(&self, name: &str, value: &str) -> AdminSecret {
+        let response = self
+            .http
+            .post(format!("{}/v1/secrets", self.emulator.url()))
+            .header("Authorization", format!("Api-Key {API_KEY}"))
+            .json(&json!({"name": name, "value": value}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        self.baseten_secret(name).await.expect("just written")
+    }
+
     /// What the emulator holds.
     pub async fn baseten_secrets(&self) -> Vec<AdminSecret> {
         self.admin_get("/_admin/secrets").await

@@ -378,6 +378,8 @@ fn spec_for(name: &str) -> BasetenSecretSpec {
         },
         baseten_name: None,
         suspend: false,
+        deletion_policy: Default::default(),
+        update_policy: Default::default(),
     }
 }
 

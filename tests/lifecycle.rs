@@ -1,0 +1,323 @@
+//! What happens in Baseten when resources go away, change name, or meet a secret they did
+//! not write: deletionPolicy, the cleanup finalizer, the skip-remote-delete way out and
+//! updatePolicy IfNotExists. The real operator, control plane and emulator.
+
+mod common;
+
+use baseten_secrets_operator::crd::{DeletionPolicy, SecretKeyRef, UpdatePolicy};
+use baseten_secrets_operator::{BasetenSecret, BasetenSecretSpec};
+use common::operator::Harness;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::json;
+
+const FINALIZER: &str = "baseten.co/cleanup";
+
+fn spec(
+    secret: &str,
+    baseten_name: &str,
+    deletion: DeletionPolicy,
+    update: UpdatePolicy,
+) -> serde_json::Value {
+    serde_json::to_value(BasetenSecretSpec {
+        secret_ref: SecretKeyRef {
+            name: secret.into(),
+            key: "token".into(),
+        },
+        baseten_name: Some(baseten_name.into()),
+        suspend: false,
+        deletion_policy: deletion,
+        update_policy: update,
+    })
+    .unwrap()
+}
+
+fn has_finalizer(object: &BasetenSecret) -> bool {
+    object
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == FINALIZER)
+}
+
+/// DELETE requests the emulator answered, as (path, status).
+async fn deletes(h: &Harness) -> Vec<(String, u16)> {
+    h.baseten_requests()
+        .await
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| (r.path, r.status))
+        .collect()
+}
+
+async fn delete_and_wait_gone(h: &Harness, name: &str) {
+    h.bts_api()
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap();
+    h.wait_gone(name).await;
+}
+
+#[tokio::test]
+async fn retain_is_the_default_keeps_the_baseten_secret_and_adds_no_finalizer() {
+    let h = Harness::start("life-retain").await;
+    let synced = h.synced("kept", "creds", "token", b"kept-value").await;
+    assert!(!has_finalizer(&synced), "Retain adds no finalizer");
+    delete_and_wait_gone(&h, "kept").await;
+    h.barrier().await;
+    let stored = h.baseten_secret("kept").await.expect("still in Baseten");
+    assert_eq!(stored.value, "kept-value");
+    assert!(deletes(&h).await.is_empty());
+}
+
+#[tokio::test]
+async fn delete_removes_what_it_wrote_and_renames_delete_the_old_name_only() {
+    let h = Harness::start("life-delete").await;
+    h.apply_secret("creds", &[("token", b"v1")], json!({}))
+        .await;
+    // Another resource keeps "shared" in use; a name nobody here wrote exists too.
+    h.baseten_upsert("written-elsewhere", "not ours").await;
+    h.apply_bts(
+        "neighbour",
+        spec(
+            "creds",
+            "shared",
+            DeletionPolicy::Retain,
+            UpdatePolicy::Replace,
+        ),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    h.wait_reason("neighbour", "Synced").await;
+
+    h.apply_bts(
+        "owned",
+        spec(
+            "creds",
+            "first-name",
+            DeletionPolicy::Delete,
+            UpdatePolicy::Replace,
+        ),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    let synced = h.wait_reason("owned", "Synced").await;
+    assert!(has_finalizer(&synced), "Delete adds the cleanup finalizer");
+
+    // A rename writes the new name first, then deletes the old one.
+    h.apply_bts(
+        "owned",
+        spec(
+            "creds",
+            "second-name",
+            DeletionPolicy::Delete,
+            UpdatePolicy::Replace,
+        ),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    let renamed = h.wait_reason("owned", "Synced").await;
+    assert_eq!(
+        renamed.status.unwrap().baseten_name.as_deref(),
+        Some("second-name")
+    );
+    assert_eq!(h.baseten_secret("second-name").await.unwrap().value, "v1");
+    assert!(h.baseten_secret("first-name").await.is_none());
+
+    // Renamed onto a name another resource uses, then away again: that name stays.
+    h.apply_bts(
+        "owned",
+        spec(
+            "creds",
+            "shared",
+            DeletionPolicy::Delete,
+            UpdatePolicy::Replace,
+        ),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    h.wait_bts("owned", "status on shared", |o| {
+        o.status.as_ref().and_then(|s| s.baseten_name.as_deref()) == Some("shared")
+    })
+    .await;
+    assert!(h.baseten_secret("second-name").await.is_none());
+    h.apply_bts(
+        "owned",
+        spec(
+            "creds",
+            "third-name",
+            DeletionPolicy::Delete,
+            UpdatePolicy::Replace,
+        ),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    h.wait_bts("owned", "status on third-name", |o| {
+        o.status.as_ref().and_then(|s| s.baseten_name.as_deref()) == Some("third-name")
+    })
+    .await;
+    h.barrier().await;
+    assert!(
+        h.baseten_secret("shared").await.is_some(),
+        "a name another resource uses is never deleted"
+    );
+
+    // Deleting the resource deletes what it wrote last, and nothing else.
+    delete_and_wait_gone(&h, "owned").await;
+    h.barrier().await;
+    assert!(h.baseten_secret("third-name").await.is_none());
+    assert!(h.baseten_secret("shared").await.is_some());
+    assert!(h.baseten_secret("written-elsewhere").await.is_some());
+    assert_eq!(
+        deletes(&h).await,
+        [
+            ("/v1/secrets/first-name".to_string(), 200),
+            ("/v1/secrets/second-name".to_string(), 200),
+            ("/v1/secrets/third-name".to_string(), 200),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn switching_to_retain_drops_the_finalizer_and_keeps_the_secret() {
+    let h = Harness::start("life-switch").await;
+    h.apply_secret("creds", &[("token", b"v1")], json!({}))
+        .await;
+    let delete = spec(
+        "creds",
+        "switched",
+        DeletionPolicy::Delete,
+        UpdatePolicy::Replace,
+    );
+    h.apply_bts("switch", delete, json!({})).await.unwrap();
+    let synced = h.wait_reason("switch", "Synced").await;
+    assert!(has_finalizer(&synced));
+
+    let retain = spec(
+        "creds",
+        "switched",
+        DeletionPolicy::Retain,
+        UpdatePolicy::Replace,
+    );
+    h.apply_bts("switch", retain, json!({})).await.unwrap();
+    h.wait_bts("switch", "the finalizer removed", |o| !has_finalizer(o))
+        .await;
+    delete_and_wait_gone(&h, "switch").await;
+    h.barrier().await;
+    assert!(h.baseten_secret("switched").await.is_some());
+    assert!(deletes(&h).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_blocked_deletion_says_why_and_the_annotation_releases_it() {
+    let h = Harness::start("life-blocked").await;
+    h.apply_secret("creds", &[("token", b"v1")], json!({}))
+        .await;
+    let delete = spec(
+        "creds",
+        "stuck",
+        DeletionPolicy::Delete,
+        UpdatePolicy::Replace,
+    );
+    h.apply_bts("stuck", delete, json!({})).await.unwrap();
+    h.wait_reason("stuck", "Synced").await;
+
+    h.fault(
+        json!({"path_prefix": "/v1/secrets", "method": "DELETE", "status": 503, "count": 1000}),
+    )
+    .await;
+    h.bts_api()
+        .delete("stuck", &DeleteParams::default())
+        .await
+        .unwrap();
+    let blocked = h
+        .wait_bts("stuck", "DeletionBlocked", |o| {
+            o.ready_condition()
+                .is_some_and(|c| c.reason == "DeletionBlocked")
+        })
+        .await;
+    let message = blocked.ready_condition().unwrap().message.clone();
+    assert!(
+        message.contains("HTTP 503") && message.contains("baseten.co/skip-remote-delete=true"),
+        "the message names the cause and the way out: {message}"
+    );
+    assert!(
+        h.wait_events("stuck", 2)
+            .await
+            .contains(&("DeletionBlocked".to_string(), "Warning".to_string()))
+    );
+
+    h.bts_api()
+        .patch(
+            "stuck",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"baseten.co/skip-remote-delete": "true"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    h.wait_gone("stuck").await;
+    assert!(
+        h.baseten_secret("stuck").await.is_some(),
+        "released without the remote delete"
+    );
+    assert!(deletes(&h).await.iter().all(|(_, status)| *status == 503));
+}
+
+#[tokio::test]
+async fn if_not_exists_never_overwrites_a_secret_it_did_not_create() {
+    let h = Harness::start("life-ifnotexists").await;
+    let existing = h.baseten_upsert("pre_existing", "set by hand").await;
+    h.apply_secret("creds", &[("token", b"from kubernetes")], json!({}))
+        .await;
+    // Another spelling of the same Baseten name.
+    let polite = spec(
+        "creds",
+        "pre-existing",
+        DeletionPolicy::Delete,
+        UpdatePolicy::IfNotExists,
+    );
+    h.apply_bts("polite", polite, json!({})).await.unwrap();
+    let found = h.wait_reason("polite", "AlreadyExists").await;
+    let ready = found.ready_condition().unwrap();
+    assert_eq!(ready.status, "True", "the secret is there, just not ours");
+    let status = found.status.clone().unwrap();
+    assert_eq!(status.secret_id.as_deref(), Some(existing.id.as_str()));
+    assert_eq!(
+        status.created_at.as_deref(),
+        Some(existing.created_at.as_str())
+    );
+    assert!(status.synced_hash.is_none() && status.last_sync_time.is_none());
+
+    // A new value still writes nothing; deleting the resource deletes nothing.
+    h.apply_secret("creds", &[("token", b"rotated")], json!({}))
+        .await;
+    h.barrier().await;
+    delete_and_wait_gone(&h, "polite").await;
+    h.barrier().await;
+    let stored = h.baseten_secret("pre_existing").await.unwrap();
+    assert_eq!((stored.value.as_str(), stored.writes), ("set by hand", 1));
+    assert!(deletes(&h).await.is_empty());
+
+    // A name that does not exist is created, and from then on it is ours to update.
+    let fresh = spec(
+        "creds",
+        "fresh",
+        DeletionPolicy::Retain,
+        UpdatePolicy::IfNotExists,
+    );
+    h.apply_bts("fresh", fresh, json!({})).await.unwrap();
+    h.wait_reason("fresh", "Synced").await;
+    h.apply_secret("creds", &[("token", b"rotated again")], json!({}))
+        .await;
+    let stored = h
+        .wait_baseten("fresh", "the rotated value", |s| s.value == "rotated again")
+        .await;
+    assert_eq!(stored.writes, 2);
+}
