@@ -3,9 +3,10 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 
 use crate::baseten::BasetenClient;
+use crate::claims::Claims;
 use crate::crd::{BasetenSecret, BasetenSecretStatus};
 use crate::hash::HashKey;
 use crate::index::SecretIndex;
@@ -60,8 +61,8 @@ pub struct Context {
     pub hash_key: HashKey,
     /// Which BasetenSecrets read which Secret.
     pub index: SecretIndex,
-    /// The controller's cache of every BasetenSecret it watches.
-    pub store: Store<BasetenSecret>,
+    /// Who claims which Baseten secret.
+    pub claims: Claims,
     /// Who publishes the events: this pod's name, else the controller's.
     pub event_instance: String,
     memory: Mutex<HashMap<ObjectRef<BasetenSecret>, Memory>>,
@@ -69,13 +70,12 @@ pub struct Context {
 
 impl Context {
     /// Builds the context: a Baseten client for the key, the hash key derived from it, an
-    /// empty index and memory, and the controller's `store`; events report `instance` (the
-    /// pod name) as their source.
+    /// empty index, claims and memory; events report `instance` (the pod name) as their
+    /// source.
     pub fn new(
         client: kube::Client,
         baseten: BasetenClient,
         hash_key: HashKey,
-        store: Store<BasetenSecret>,
         instance: Option<String>,
     ) -> Self {
         Self {
@@ -83,7 +83,7 @@ impl Context {
             baseten,
             hash_key,
             index: SecretIndex::default(),
-            store,
+            claims: Claims::default(),
             event_instance: instance.unwrap_or_else(|| FIELD_MANAGER.to_string()),
             memory: Mutex::new(HashMap::new()),
         }

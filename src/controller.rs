@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -65,18 +65,26 @@ pub async fn run(
     // The resource cache keeps what reconciles read: spec, status, annotations. Field
     // managers and kubectl's last-applied copy are dropped before they are stored.
     let (reader, writer) = reflector::store();
+    let (requeue, requeued) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context::new(
         client.clone(),
         BasetenClient::new(&config.baseten_url, &config.api_key)?,
         HashKey::derive(&config.api_key),
-        reader.clone(),
         std::env::var("POD_NAME").ok(),
     ));
 
+    let claims_ctx = ctx.clone();
     let resource_events = watcher(resources, watch_config())
         .default_backoff()
         .modify(prune)
         .reflect(writer)
+        .inspect_ok(move |event| {
+            // Claims follow every event, deletions included; a changed winner requeues
+            // the claimants of that secret, so the next in line takes over by itself.
+            for object in claims_ctx.claims.observe(event) {
+                let _ = requeue.unbounded_send(object);
+            }
+        })
         .applied_objects();
     let controller = Controller::for_stream(resource_events, reader);
     let store = controller.store();
@@ -113,6 +121,7 @@ pub async fn run(
         // Secrets are watched by metadata only (the API type is PartialObjectMeta): no
         // payload is ever sent to or cached in this process by the watch.
         .watches(secrets, watch_config(), mapper)
+        .reconcile_on(requeued)
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

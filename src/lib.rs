@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod baseten;
+pub mod claims;
 pub mod config;
 pub mod context;
 pub mod controller;
@@ -14,7 +15,6 @@ pub mod hash;
 pub mod index;
 pub mod process;
 pub mod reconcile;
-pub mod relations;
 pub mod status;
 pub mod telemetry;
 

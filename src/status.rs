@@ -30,6 +30,8 @@ pub enum Reason {
     RateLimited,
     /// spec.suspend is true.
     Suspended,
+    /// An older resource targets the same Baseten secret; this one writes nothing.
+    Conflict,
     /// `updatePolicy: IfNotExists` and the name exists in Baseten, written by someone else.
     AlreadyExists,
     /// The resource is being deleted and its Baseten secret is being deleted.
@@ -51,6 +53,7 @@ impl Reason {
             Self::BasetenUnavailable => "BasetenUnavailable",
             Self::RateLimited => "RateLimited",
             Self::Suspended => "Suspended",
+            Self::Conflict => "Conflict",
             Self::AlreadyExists => "AlreadyExists",
             Self::Deleting => "Deleting",
             Self::DeletionBlocked => "DeletionBlocked",

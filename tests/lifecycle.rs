@@ -75,50 +75,22 @@ async fn delete_removes_what_it_wrote_and_renames_delete_the_old_name_only() {
     let h = Harness::start("life-delete").await;
     h.apply_secret("creds", &[("token", b"v1")], json!({}))
         .await;
-    // Another resource keeps "shared" in use; a name nobody here wrote exists too.
+    h.apply_secret("successor-creds", &[("token", b"successor")], json!({}))
+        .await;
+    // A name nobody here wrote.
     h.baseten_upsert("written-elsewhere", "not ours").await;
-    h.apply_bts(
-        "neighbour",
-        spec(
-            "creds",
-            "shared",
-            DeletionPolicy::Retain,
-            UpdatePolicy::Replace,
-        ),
-        json!({}),
-    )
-    .await
-    .unwrap();
-    h.wait_reason("neighbour", "Synced").await;
+    let delete = |name: &str| spec("creds", name, DeletionPolicy::Delete, UpdatePolicy::Replace);
 
-    h.apply_bts(
-        "owned",
-        spec(
-            "creds",
-            "first-name",
-            DeletionPolicy::Delete,
-            UpdatePolicy::Replace,
-        ),
-        json!({}),
-    )
-    .await
-    .unwrap();
+    h.apply_bts("owned", delete("first-name"), json!({}))
+        .await
+        .unwrap();
     let synced = h.wait_reason("owned", "Synced").await;
     assert!(has_finalizer(&synced), "Delete adds the cleanup finalizer");
 
     // A rename writes the new name first, then deletes the old one.
-    h.apply_bts(
-        "owned",
-        spec(
-            "creds",
-            "second-name",
-            DeletionPolicy::Delete,
-            UpdatePolicy::Replace,
-        ),
-        json!({}),
-    )
-    .await
-    .unwrap();
+    h.apply_bts("owned", delete("second-name"), json!({}))
+        .await
+        .unwrap();
     let renamed = h.wait_reason("owned", "Synced").await;
     assert_eq!(
         renamed.status.unwrap().baseten_name.as_deref(),
@@ -127,57 +99,43 @@ async fn delete_removes_what_it_wrote_and_renames_delete_the_old_name_only() {
     assert_eq!(h.baseten_secret("second-name").await.unwrap().value, "v1");
     assert!(h.baseten_secret("first-name").await.is_none());
 
-    // Renamed onto a name another resource uses, then away again: that name stays.
-    h.apply_bts(
-        "owned",
-        spec(
-            "creds",
-            "shared",
-            DeletionPolicy::Delete,
-            UpdatePolicy::Replace,
-        ),
-        json!({}),
-    )
-    .await
-    .unwrap();
-    h.wait_bts("owned", "status on shared", |o| {
-        o.status.as_ref().and_then(|s| s.baseten_name.as_deref()) == Some("shared")
-    })
-    .await;
-    assert!(h.baseten_secret("second-name").await.is_none());
-    h.apply_bts(
-        "owned",
-        spec(
-            "creds",
-            "third-name",
-            DeletionPolicy::Delete,
-            UpdatePolicy::Replace,
-        ),
-        json!({}),
-    )
-    .await
-    .unwrap();
+    // A younger resource waits for second-name; when owned moves on, that name is not
+    // deleted but handed over.
+    let successor = spec(
+        "successor-creds",
+        "second_name",
+        DeletionPolicy::Retain,
+        UpdatePolicy::Replace,
+    );
+    h.apply_bts("successor", successor, json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("successor", "Conflict").await;
+    h.apply_bts("owned", delete("third-name"), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("successor", "Synced").await;
     h.wait_bts("owned", "status on third-name", |o| {
         o.status.as_ref().and_then(|s| s.baseten_name.as_deref()) == Some("third-name")
     })
     .await;
     h.barrier().await;
-    assert!(
-        h.baseten_secret("shared").await.is_some(),
-        "a name another resource uses is never deleted"
+    let handed_over = h.baseten_secret("second-name").await.unwrap();
+    assert_eq!(
+        handed_over.value, "successor",
+        "never deleted, now the successor's"
     );
 
     // Deleting the resource deletes what it wrote last, and nothing else.
     delete_and_wait_gone(&h, "owned").await;
     h.barrier().await;
     assert!(h.baseten_secret("third-name").await.is_none());
-    assert!(h.baseten_secret("shared").await.is_some());
+    assert!(h.baseten_secret("second-name").await.is_some());
     assert!(h.baseten_secret("written-elsewhere").await.is_some());
     assert_eq!(
         deletes(&h).await,
         [
             ("/v1/secrets/first-name".to_string(), 200),
-            ("/v1/secrets/second-name".to_string(), 200),
             ("/v1/secrets/third-name".to_string(), 200),
         ]
     );
@@ -320,4 +278,72 @@ async fn if_not_exists_never_overwrites_a_secret_it_did_not_create() {
         .wait_baseten("fresh", "the rotated value", |s| s.value == "rotated again")
         .await;
     assert_eq!(stored.writes, 2);
+}
+
+#[tokio::test]
+async fn two_resources_on_one_name_do_not_fight_and_the_next_takes_over() {
+    let h = Harness::start("life-conflict").await;
+    h.apply_secret("creds-a", &[("token", b"value-a")], json!({}))
+        .await;
+    h.apply_secret("creds-b", &[("token", b"value-b")], json!({}))
+        .await;
+    h.apply_secret("creds-c", &[("token", b"value-c")], json!({}))
+        .await;
+    let retain = |secret: &str, name: &str| {
+        spec(secret, name, DeletionPolicy::Retain, UpdatePolicy::Replace)
+    };
+    h.apply_bts("first", retain("creds-a", "shared_name"), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("first", "Synced").await;
+    // Created later, and another spelling of the same Baseten secret.
+    h.apply_bts("second", retain("creds-b", "shared-name"), json!({}))
+        .await
+        .unwrap();
+    let conflict = h.wait_reason("second", "Conflict").await;
+    let ready = conflict.ready_condition().unwrap();
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready.message.contains(&format!("{}/first", h.ns)),
+        "names the winner: {}",
+        ready.message
+    );
+    h.barrier().await;
+    let stored = h.baseten_secret("shared_name").await.unwrap();
+    assert_eq!((stored.value.as_str(), stored.writes), ("value-a", 1));
+    assert!(
+        h.wait_events("second", 1)
+            .await
+            .contains(&("Conflict".to_string(), "Warning".to_string()))
+    );
+
+    // The winner goes away: the next in line writes by itself.
+    h.bts_api()
+        .delete("first", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.wait_reason("second", "Synced").await;
+    assert_eq!(
+        h.baseten_secret("shared_name").await.unwrap().value,
+        "value-b"
+    );
+
+    // A third waits behind the second, and takes over when the second moves to another name.
+    h.apply_bts("third", retain("creds-c", "shared.name"), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("third", "Conflict").await;
+    h.apply_bts("second", retain("creds-b", "elsewhere"), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("third", "Synced").await;
+    h.wait_reason("second", "Synced").await;
+    assert_eq!(
+        h.baseten_secret("shared_name").await.unwrap().value,
+        "value-c"
+    );
+    assert_eq!(
+        h.baseten_secret("elsewhere").await.unwrap().value,
+        "value-b"
+    );
 }

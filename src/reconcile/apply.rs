@@ -15,6 +15,7 @@ use super::record::record;
 use super::retry::{Attempt, Retry, jittered, retry_delay};
 use super::value::read_value;
 use crate::baseten::{BasetenError, SecretV1, normalised_name};
+use crate::claims::{Claimant, Target};
 use crate::context::{Context, Settled};
 use crate::crd::{
     BasetenSecret, BasetenSecretStatus, DeletionPolicy, FORCE_SYNC_ANNOTATION, UpdatePolicy,
@@ -73,6 +74,34 @@ pub async fn apply(
     let key_ref = &object.spec.secret_ref;
     // Registered before the read, so a Secret change after it always triggers a reconcile.
     ctx.index.register(namespace, name, &key_ref.name);
+    if !object.spec.suspend
+        && let Some(winner) = ctx
+            .claims
+            .winner(&Target::named(&object.desired_baseten_name()))
+            .filter(|winner| *winner != Claimant::of(object))
+    {
+        // Checked before anything else: a new older claimant changes none of our inputs.
+        let message = format!(
+            "Baseten secret {:?} is also the target of {winner}, which is older and wins; this resource writes nothing until that one is deleted or targets another name",
+            object.desired_baseten_name()
+        );
+        let current = ctx.current_status(object);
+        record(
+            object,
+            ctx,
+            &current,
+            namespace,
+            name,
+            &outcome(Reason::Conflict, message),
+        )
+        .await?;
+        ctx.remember(object, |memory| {
+            memory.failures = 0;
+            memory.settled = None;
+        });
+        // The claims requeue this resource when the winner changes.
+        return Ok(Action::await_change());
+    }
     let generation = object.metadata.generation.unwrap_or_default();
     let force_token = force_token(object);
     let inputs_unchanged = |settled: &Settled| {

@@ -8,10 +8,10 @@ use tracing::{info, warn};
 
 use super::record::record;
 use crate::baseten::{BasetenError, Deleted};
+use crate::claims::{Claimant, Target};
 use crate::context::Context;
 use crate::crd::{BasetenSecret, CLEANUP_FINALIZER, DeletionPolicy, SKIP_REMOTE_DELETE_ANNOTATION};
 use crate::error::{Error, Result};
-use crate::relations::other_claimant;
 use crate::status::{Outcome, Reason};
 
 /// What became of a Baseten name this resource no longer wants.
@@ -30,10 +30,12 @@ pub async fn release_name(
     ctx: &Context,
     baseten_name: &str,
 ) -> Result<Released, BasetenError> {
-    let others = ctx.store.state();
-    if let Some(other) = other_claimant(others.iter().map(|o| o.as_ref()), object, baseten_name) {
+    if let Some(other) = ctx
+        .claims
+        .other_claimant(&Target::named(baseten_name), &Claimant::of(object))
+    {
         info!(baseten_name = %baseten_name, claimed_by = %other, "Baseten secret kept: another resource uses the name");
-        return Ok(Released::Claimed(other));
+        return Ok(Released::Claimed(other.to_string()));
     }
     let deleted = ctx.baseten.delete(baseten_name).await?;
     info!(baseten_name = %baseten_name, ?deleted, "deleted secret in Baseten");

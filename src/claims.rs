@@ -1,0 +1,362 @@
+//! Who claims which Baseten secret, kept from the resource watch's events so that finding the
+//! claimants of a name is a lookup, not a scan of every resource.
+//!
+//! A Baseten secret is identified by the API key (an organisation), the team and the
+//! *normalised* name (Baseten treats `a-b`, `a_b` and `a.b` as one). Among the resources that
+//! want one secret, the oldest (creationTimestamp, then namespace/name) wins; the others
+//! write nothing. A resource also *holds* the name it last wrote (its status), so that name is
+//! never deleted from under it.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+
+use crate::baseten::normalised_name;
+use crate::crd::BasetenSecret;
+
+/// The API key whose secrets a resource writes, as the claims tell keys apart.
+pub const OPERATOR_KEY: &str = "operator";
+
+/// One Baseten secret: which key's organisation, which team, which normalised name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Target {
+    /// Identity of the API key.
+    pub key: String,
+    /// The team as the resource names it; empty for the key's default team.
+    pub team: String,
+    /// The name as Baseten identifies it.
+    pub name: String,
+}
+
+impl Target {
+    /// The secret `baseten_name` of the operator's key and default team.
+    pub fn named(baseten_name: &str) -> Self {
+        Self {
+            key: OPERATOR_KEY.into(),
+            team: String::new(),
+            name: normalised_name(baseten_name),
+        }
+    }
+}
+
+/// A resource in the order that decides conflicts: oldest first, then namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Claimant {
+    /// The resource's creationTimestamp.
+    pub created: Option<Timestamp>,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl Claimant {
+    /// The claimant `object` is.
+    pub fn of(object: &BasetenSecret) -> Self {
+        Self {
+            created: object.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            namespace: object.namespace().unwrap_or_default(),
+            name: object.name_any(),
+        }
+    }
+
+    fn object_ref(&self) -> ObjectRef<BasetenSecret> {
+        ObjectRef::new(&self.name).within(&self.namespace)
+    }
+}
+
+impl std::fmt::Display for Claimant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What one resource wants and holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    claimant: Claimant,
+    /// The secret it is to write; none while it is being deleted.
+    wants: Option<Target>,
+    /// The secret it last wrote, from its status.
+    holds: Option<Target>,
+}
+
+impl Entry {
+    fn of(object: &BasetenSecret) -> Self {
+        let status = object.status.as_ref();
+        let wrote = status
+            .filter(|s| s.synced_hash.is_some())
+            .and_then(|s| s.baseten_name.as_deref());
+        Self {
+            claimant: Claimant::of(object),
+            wants: object
+                .metadata
+                .deletion_timestamp
+                .is_none()
+                .then(|| Target::named(&object.desired_baseten_name())),
+            holds: wrote.map(Target::named),
+        }
+    }
+}
+
+type Key = (String, String);
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<Key, Entry>,
+    wanted: HashMap<Target, BTreeSet<Claimant>>,
+    held: HashMap<Target, BTreeSet<Claimant>>,
+    /// Resources seen since the watch began listing again, while it does.
+    relisted: Option<HashSet<Key>>,
+}
+
+fn add(map: &mut HashMap<Target, BTreeSet<Claimant>>, target: &Option<Target>, who: &Claimant) {
+    if let Some(target) = target {
+        map.entry(target.clone()).or_default().insert(who.clone());
+    }
+}
+
+fn remove(map: &mut HashMap<Target, BTreeSet<Claimant>>, target: &Option<Target>, who: &Claimant) {
+    if let Some(target) = target
+        && let Some(set) = map.get_mut(target)
+    {
+        set.remove(who);
+        if set.is_empty() {
+            map.remove(target);
+        }
+    }
+}
+
+impl Inner {
+    fn winner(&self, target: &Target) -> Option<Claimant> {
+        self.wanted.get(target)?.first().cloned()
+    }
+
+    /// Sets (or with `None` removes) a resource's entry; returns the resources whose
+    /// standing changed: every claimant of a secret whose winner changed.
+    fn set(&mut self, key: Key, entry: Option<Entry>) -> Vec<ObjectRef<BasetenSecret>> {
+        let previous = self.entries.get(&key).cloned();
+        if previous == entry {
+            return Vec::new();
+        }
+        let touched: Vec<Target> = [&previous, &entry]
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.wants.clone())
+            .collect();
+        let winners_before: Vec<_> = touched.iter().map(|t| self.winner(t)).collect();
+        if let Some(old) = &previous {
+            remove(&mut self.wanted, &old.wants, &old.claimant);
+            remove(&mut self.held, &old.holds, &old.claimant);
+        }
+        match entry {
+            Some(new) => {
+                add(&mut self.wanted, &new.wants, &new.claimant);
+                add(&mut self.held, &new.holds, &new.claimant);
+                self.entries.insert(key, new);
+            }
+            None => {
+                self.entries.remove(&key);
+            }
+        }
+        let mut requeue = Vec::new();
+        for (target, before) in touched.iter().zip(winners_before) {
+            if self.winner(target) != before {
+                requeue.extend(
+                    self.wanted
+                        .get(target)
+                        .into_iter()
+                        .flatten()
+                        .map(Claimant::object_ref),
+                );
+            }
+        }
+        requeue.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        requeue.dedup();
+        requeue
+    }
+}
+
+/// The claims of every watched resource.
+#[derive(Default)]
+pub struct Claims(Mutex<Inner>);
+
+impl Claims {
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Follows one event of the resource watch; returns the resources to reconcile again
+    /// because the winner of a secret they want changed.
+    pub fn observe(&self, event: &watcher::Event<BasetenSecret>) -> Vec<ObjectRef<BasetenSecret>> {
+        let key = |o: &BasetenSecret| (o.namespace().unwrap_or_default(), o.name_any());
+        let mut inner = self.inner();
+        match event {
+            watcher::Event::Apply(object) => inner.set(key(object), Some(Entry::of(object))),
+            watcher::Event::Delete(object) => inner.set(key(object), None),
+            watcher::Event::Init => {
+                inner.relisted = Some(HashSet::new());
+                Vec::new()
+            }
+            watcher::Event::InitApply(object) => {
+                if let Some(seen) = inner.relisted.as_mut() {
+                    seen.insert(key(object));
+                }
+                inner.set(key(object), Some(Entry::of(object)))
+            }
+            watcher::Event::InitDone => {
+                // Resources deleted while the watch was down: no event told us.
+                let Some(seen) = inner.relisted.take() else {
+                    return Vec::new();
+                };
+                let gone: Vec<Key> = inner
+                    .entries
+                    .keys()
+                    .filter(|k| !seen.contains(*k))
+                    .cloned()
+                    .collect();
+                gone.into_iter().flat_map(|k| inner.set(k, None)).collect()
+            }
+        }
+    }
+
+    /// The resource that wins `target`: the oldest that wants it.
+    pub fn winner(&self, target: &Target) -> Option<Claimant> {
+        self.inner().winner(target)
+    }
+
+    /// A resource other than `me` that wants or holds `target`, if any.
+    pub fn other_claimant(&self, target: &Target, me: &Claimant) -> Option<Claimant> {
+        let inner = self.inner();
+        let others = |map: &HashMap<Target, BTreeSet<Claimant>>| {
+            map.get(target)
+                .into_iter()
+                .flatten()
+                .find(|c| *c != me)
+                .cloned()
+        };
+        others(&inner.wanted).or_else(|| others(&inner.held))
+    }
+
+    /// How many resources are followed.
+    pub fn len(&self) -> usize {
+        self.inner().entries.len()
+    }
+
+    /// Whether no resource is followed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{BasetenSecretSpec, BasetenSecretStatus, SecretKeyRef};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn object(ns: &str, name: &str, created: i64, baseten_name: &str) -> BasetenSecret {
+        let mut object = BasetenSecret::new(
+            name,
+            BasetenSecretSpec {
+                secret_ref: SecretKeyRef {
+                    name: "creds".into(),
+                    key: "token".into(),
+                },
+                baseten_name: Some(baseten_name.into()),
+                suspend: false,
+                deletion_policy: Default::default(),
+                update_policy: Default::default(),
+            },
+        );
+        object.metadata.namespace = Some(ns.into());
+        object.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created).unwrap()));
+        object
+    }
+
+    fn names(refs: Vec<ObjectRef<BasetenSecret>>) -> Vec<String> {
+        refs.into_iter()
+            .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+            .collect()
+    }
+
+    fn apply(claims: &Claims, o: &BasetenSecret) -> Vec<String> {
+        names(claims.observe(&watcher::Event::Apply(o.clone())))
+    }
+
+    #[test]
+    fn the_oldest_wins_and_the_next_takes_over_when_it_goes() {
+        let claims = Claims::default();
+        let old = object("b", "old", 100, "hf_token");
+        let young = object("a", "young", 200, "hf-token");
+        let same_age = object("a", "twin", 100, "hf.token");
+        let target = Target::named("hf_token");
+        assert_eq!(apply(&claims, &young), ["a/young"]);
+        assert_eq!(apply(&claims, &old), ["a/young", "b/old"]);
+        assert_eq!(claims.winner(&target).unwrap().name, "old");
+        // Same second: namespace, then name, decides.
+        assert_eq!(apply(&claims, &same_age), ["a/twin", "a/young", "b/old"]);
+        assert_eq!(claims.winner(&target).unwrap().name, "twin");
+        // A loser changing nothing that matters requeues nobody.
+        assert!(apply(&claims, &young).is_empty());
+
+        // The winner moves to another name: the next in line takes over.
+        let moved = object("a", "twin", 100, "other");
+        assert_eq!(apply(&claims, &moved), ["a/twin", "a/young", "b/old"]);
+        assert_eq!(claims.winner(&target).unwrap().name, "old");
+        // The winner is deleted.
+        let requeued = names(claims.observe(&watcher::Event::Delete(old.clone())));
+        assert_eq!(requeued, ["a/young"]);
+        assert_eq!(claims.winner(&target).unwrap().name, "young");
+        assert_eq!(
+            claims.winner(&Target::named("HF_TOKEN")),
+            None,
+            "case counts"
+        );
+    }
+
+    #[test]
+    fn a_resource_being_deleted_wants_nothing_but_holds_what_it_wrote() {
+        let claims = Claims::default();
+        let mut leaving = object("ml", "leaving", 1, "shared");
+        leaving.status = Some(BasetenSecretStatus {
+            baseten_name: Some("shared".into()),
+            synced_hash: Some("h".into()),
+            ..Default::default()
+        });
+        let waiting = object("ml", "waiting", 2, "shared");
+        apply(&claims, &leaving);
+        apply(&claims, &waiting);
+        let target = Target::named("shared");
+        let me = Claimant::of(&leaving);
+        assert_eq!(claims.other_claimant(&target, &me).unwrap().name, "waiting");
+
+        leaving.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(5).unwrap()));
+        assert_eq!(apply(&claims, &leaving), ["ml/waiting"]);
+        assert_eq!(claims.winner(&target).unwrap().name, "waiting");
+        let them = Claimant::of(&waiting);
+        assert_eq!(
+            claims.other_claimant(&target, &them).unwrap().name,
+            "leaving",
+            "what it wrote stays held until it is gone"
+        );
+    }
+
+    #[test]
+    fn a_relist_forgets_resources_deleted_while_the_watch_was_down() {
+        let claims = Claims::default();
+        let a = object("ml", "a", 1, "x");
+        let b = object("ml", "b", 2, "x");
+        apply(&claims, &a);
+        apply(&claims, &b);
+        assert!(claims.observe(&watcher::Event::Init).is_empty());
+        claims.observe(&watcher::Event::InitApply(b.clone()));
+        assert_eq!(names(claims.observe(&watcher::Event::InitDone)), ["ml/b"]);
+        assert_eq!(claims.winner(&Target::named("x")).unwrap().name, "b");
+        assert_eq!(claims.len(), 1);
+    }
+}
