@@ -36,6 +36,24 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// that a proxy's typo cannot park a resource for days or overflow a timer.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
+/// How long a listing of teams answers lookups before a name it lacks lists them again.
+pub const TEAMS_REFRESH_MIN: Duration = Duration::from_secs(30);
+
+/// The teams of the key as last listed, and when.
+type TeamsListed = (Instant, Vec<TeamV1>);
+
+/// A team as Baseten describes it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct TeamV1 {
+    /// Stable id, used in team-scoped paths.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Whether this is the key's default team (where un-scoped writes go).
+    #[serde(default)]
+    pub default: bool,
+}
+
 /// A secret as Baseten describes it. Older answers carry only `name` and `created_at`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct SecretV1 {
@@ -231,6 +249,7 @@ pub struct BasetenClient {
     base_url: String,
     authorization: HeaderValue,
     limiter: Arc<RateLimiter>,
+    teams: Arc<std::sync::Mutex<Option<TeamsListed>>>,
 }
 
 impl BasetenClient {
@@ -258,11 +277,22 @@ impl BasetenClient {
             base_url: base_url.trim_end_matches('/').to_string(),
             authorization,
             limiter: Arc::new(RateLimiter::new(BASETEN_RATE_LIMIT_PER_SECOND, RATE_WINDOW)),
+            teams: Arc::default(),
         })
     }
 
     /// Creates or updates the secret `name` in the key's default team.
     pub async fn upsert(&self, name: &str, value: &SecretString) -> Result<SecretV1, BasetenError> {
+        self.upsert_in(None, name, value).await
+    }
+
+    /// Creates or updates the secret `name` in team `team_id`, or the key's default team.
+    pub async fn upsert_in(
+        &self,
+        team_id: Option<&str>,
+        name: &str,
+        value: &SecretString,
+    ) -> Result<SecretV1, BasetenError> {
         #[derive(serde::Serialize)]
         struct Upsert<'a> {
             name: &'a str,
@@ -273,40 +303,112 @@ impl BasetenClient {
             value: value.expose_secret(),
         })
         .map_err(|_| BasetenError::Transport("the request could not be encoded"))?;
-        let response = self
-            .send(Method::POST, "POST /v1/secrets", "/v1/secrets", Some(body))
-            .await?;
+        let (endpoint, path) = match team_id {
+            None => ("POST /v1/secrets", "/v1/secrets".to_string()),
+            Some(team) => (
+                "POST /v1/teams/{team_id}/secrets",
+                escaped_path(&["v1", "teams", team, "secrets"])?,
+            ),
+        };
+        let response = self.send(Method::POST, endpoint, &path, Some(body)).await?;
         response.json::<SecretV1>().await.map_err(|e| transport(&e))
     }
 
     /// Deletes the secret `name` of the key's default team. A name Baseten does not know
     /// counts as deleted: the answer is [`Deleted::AlreadyGone`].
     pub async fn delete(&self, name: &str) -> Result<Deleted, BasetenError> {
-        let path = secret_path(name)?;
-        match self
-            .send(Method::DELETE, "DELETE /v1/secrets/{name}", &path, None)
-            .await
-        {
+        self.delete_in(None, name).await
+    }
+
+    /// Deletes the secret `name` of team `team_id`, or of the key's default team.
+    pub async fn delete_in(
+        &self,
+        team_id: Option<&str>,
+        name: &str,
+    ) -> Result<Deleted, BasetenError> {
+        let (endpoint, path) = match team_id {
+            None => (
+                "DELETE /v1/secrets/{secret_name}",
+                escaped_path(&["v1", "secrets", name])?,
+            ),
+            Some(team) => (
+                "DELETE /v1/teams/{team_id}/secrets/{secret_name}",
+                escaped_path(&["v1", "teams", team, "secrets", name])?,
+            ),
+        };
+        match self.send(Method::DELETE, endpoint, &path, None).await {
             Ok(_) => Ok(Deleted::Deleted),
             Err(BasetenError::Rejected { status: 404, .. }) => Ok(Deleted::AlreadyGone),
             Err(error) => Err(error),
         }
     }
 
-    /// Lists the secrets (names, ids, never values) of the key's default team.
-    pub async fn list(&self) -> Result<Vec<SecretV1>, BasetenError> {
+    /// Lists the secrets (names, ids, never values) of team `team_id`; without a team, of
+    /// every team the key can see (each item names its team).
+    pub async fn list_in(&self, team_id: Option<&str>) -> Result<Vec<SecretV1>, BasetenError> {
         #[derive(Deserialize)]
         struct Secrets {
             secrets: Vec<SecretV1>,
         }
-        let response = self
-            .send(Method::GET, "GET /v1/secrets", "/v1/secrets", None)
-            .await?;
+        let (endpoint, path) = match team_id {
+            None => ("GET /v1/secrets", "/v1/secrets".to_string()),
+            Some(team) => (
+                "GET /v1/teams/{team_id}/secrets",
+                escaped_path(&["v1", "teams", team, "secrets"])?,
+            ),
+        };
+        let response = self.send(Method::GET, endpoint, &path, None).await?;
         let secrets = response
             .json::<Secrets>()
             .await
             .map_err(|e| transport(&e))?;
         Ok(secrets.secrets)
+    }
+
+    /// The teams the key can see.
+    pub async fn teams(&self) -> Result<Vec<TeamV1>, BasetenError> {
+        #[derive(Deserialize)]
+        struct Teams {
+            teams: Vec<TeamV1>,
+        }
+        let response = self
+            .send(Method::GET, "GET /v1/teams", "/v1/teams", None)
+            .await?;
+        let teams = response.json::<Teams>().await.map_err(|e| transport(&e))?;
+        Ok(teams.teams)
+    }
+
+    /// The team `wanted` names (by id or name), or the key's default team when `None`. Teams
+    /// are listed once and cached; a name not in the cache lists them again, at most once per
+    /// [`TEAMS_REFRESH_MIN`], so a typo cannot flood Baseten.
+    pub async fn team(&self, wanted: Option<&str>) -> Result<Option<TeamV1>, BasetenError> {
+        let find = |teams: &[TeamV1]| {
+            teams
+                .iter()
+                .find(|t| match wanted {
+                    Some(w) => t.id == w || t.name == w,
+                    None => t.default,
+                })
+                .cloned()
+        };
+        let fresh_enough = {
+            let cache = self.teams.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, teams)) = cache.as_ref()
+                && let Some(team) = find(teams)
+            {
+                return Ok(Some(team));
+            }
+            cache
+                .as_ref()
+                .is_some_and(|(at, _)| at.elapsed() < TEAMS_REFRESH_MIN)
+        };
+        if fresh_enough {
+            return Ok(None);
+        }
+        let teams = self.teams().await?;
+        let found = find(&teams);
+        *self.teams.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), teams));
+        Ok(found)
     }
 
     async fn send(
@@ -343,13 +445,14 @@ impl BasetenClient {
     }
 }
 
-/// The path of one secret, its name escaped as a single path segment.
-fn secret_path(name: &str) -> Result<String, BasetenError> {
-    let mut url = reqwest::Url::parse("http://path.invalid/v1/secrets")
-        .map_err(|_| BasetenError::Transport("the request could not be encoded"))?;
+/// A path of `segments`, each escaped as a single path segment.
+fn escaped_path(segments: &[&str]) -> Result<String, BasetenError> {
+    let encoding = || BasetenError::Transport("the request could not be encoded");
+    let mut url = reqwest::Url::parse("http://path.invalid/").map_err(|_| encoding())?;
     url.path_segments_mut()
-        .map_err(|_| BasetenError::Transport("the request could not be encoded"))?
-        .push(name);
+        .map_err(|_| encoding())?
+        .clear()
+        .extend(segments);
     Ok(url.path().to_string())
 }
 

@@ -7,8 +7,8 @@
 //! write nothing. A resource also *holds* the name it last wrote (its status), so that name is
 //! never deleted from under it.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -21,25 +21,35 @@ use crate::crd::BasetenSecret;
 /// The API key whose secrets a resource writes, as the claims tell keys apart.
 pub const OPERATOR_KEY: &str = "operator";
 
-/// One Baseten secret: which key's organisation, which team, which normalised name.
+/// One Baseten secret: which key's organisation, which team, which normalised name. Held as
+/// one shared string, since every resource's entry and the maps refer to it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Target {
-    /// Identity of the API key.
-    pub key: String,
-    /// The team as the resource names it; empty for the key's default team.
-    pub team: String,
-    /// The name as Baseten identifies it.
-    pub name: String,
-}
+pub struct Target(Arc<str>);
 
 impl Target {
     /// The secret `baseten_name` of the operator's key and default team.
     pub fn named(baseten_name: &str) -> Self {
-        Self {
-            key: OPERATOR_KEY.into(),
-            team: String::new(),
-            name: normalised_name(baseten_name),
-        }
+        Self::new(OPERATOR_KEY, "", baseten_name)
+    }
+
+    /// The secret `object` is to write.
+    pub fn of(object: &BasetenSecret) -> Self {
+        Self::in_team_of(object, &object.desired_baseten_name())
+    }
+
+    /// The secret `baseten_name` in the team `object` names.
+    pub fn in_team_of(object: &BasetenSecret, baseten_name: &str) -> Self {
+        Self::new(
+            OPERATOR_KEY,
+            object.spec.team.as_deref().unwrap_or_default(),
+            baseten_name,
+        )
+    }
+
+    /// The secret `baseten_name` of team `team` (empty: the default team) of the API key
+    /// identified by `key`.
+    pub fn new(key: &str, team: &str, baseten_name: &str) -> Self {
+        Self(format!("{key}\u{0}{team}\u{0}{}", normalised_name(baseten_name)).into())
     }
 }
 
@@ -78,7 +88,7 @@ impl std::fmt::Display for Claimant {
 /// What one resource wants and holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Entry {
-    claimant: Claimant,
+    claimant: Arc<Claimant>,
     /// The secret it is to write; none while it is being deleted.
     wants: Option<Target>,
     /// The secret it last wrote, from its status.
@@ -92,48 +102,66 @@ impl Entry {
             .filter(|s| s.synced_hash.is_some())
             .and_then(|s| s.baseten_name.as_deref());
         Self {
-            claimant: Claimant::of(object),
+            claimant: Arc::new(Claimant::of(object)),
             wants: object
                 .metadata
                 .deletion_timestamp
                 .is_none()
-                .then(|| Target::named(&object.desired_baseten_name())),
-            holds: wrote.map(Target::named),
+                .then(|| Target::of(object)),
+            holds: wrote.map(|name| Target::in_team_of(object, name)),
         }
     }
 }
 
 type Key = (String, String);
 
+/// Claimants per secret, oldest first. Usually one, so a sorted list rather than a tree
+/// (a one-element B-tree allocates room for eleven).
+type ByTarget = HashMap<Target, Vec<Arc<Claimant>>>;
+
 #[derive(Default)]
 struct Inner {
     entries: HashMap<Key, Entry>,
-    wanted: HashMap<Target, BTreeSet<Claimant>>,
-    held: HashMap<Target, BTreeSet<Claimant>>,
+    /// Who wants each secret.
+    wanted: ByTarget,
+    /// Who holds (wrote last) each secret, for entries that hold another secret than they
+    /// want; an entry holding what it wants is found in `wanted`.
+    held: ByTarget,
     /// Resources seen since the watch began listing again, while it does.
     relisted: Option<HashSet<Key>>,
 }
 
-fn add(map: &mut HashMap<Target, BTreeSet<Claimant>>, target: &Option<Target>, who: &Claimant) {
+fn add(map: &mut ByTarget, target: Option<&Target>, who: &Arc<Claimant>) {
     if let Some(target) = target {
-        map.entry(target.clone()).or_default().insert(who.clone());
+        let list = map.entry(target.clone()).or_default();
+        let at = list.partition_point(|c| c.as_ref() < who.as_ref());
+        list.insert(at, who.clone());
     }
 }
 
-fn remove(map: &mut HashMap<Target, BTreeSet<Claimant>>, target: &Option<Target>, who: &Claimant) {
+fn remove(map: &mut ByTarget, target: Option<&Target>, who: &Claimant) {
     if let Some(target) = target
-        && let Some(set) = map.get_mut(target)
+        && let Some(list) = map.get_mut(target)
     {
-        set.remove(who);
-        if set.is_empty() {
+        list.retain(|c| c.as_ref() != who);
+        if list.is_empty() {
             map.remove(target);
         }
     }
 }
 
+impl Entry {
+    /// The secret it holds when that is not the one it wants.
+    fn holds_other(&self) -> Option<&Target> {
+        self.holds
+            .as_ref()
+            .filter(|h| Some(*h) != self.wants.as_ref())
+    }
+}
+
 impl Inner {
     fn winner(&self, target: &Target) -> Option<Claimant> {
-        self.wanted.get(target)?.first().cloned()
+        self.wanted.get(target)?.first().map(|c| c.as_ref().clone())
     }
 
     /// Sets (or with `None` removes) a resource's entry; returns the resources whose
@@ -150,13 +178,13 @@ impl Inner {
             .collect();
         let winners_before: Vec<_> = touched.iter().map(|t| self.winner(t)).collect();
         if let Some(old) = &previous {
-            remove(&mut self.wanted, &old.wants, &old.claimant);
-            remove(&mut self.held, &old.holds, &old.claimant);
+            remove(&mut self.wanted, old.wants.as_ref(), &old.claimant);
+            remove(&mut self.held, old.holds_other(), &old.claimant);
         }
         match entry {
             Some(new) => {
-                add(&mut self.wanted, &new.wants, &new.claimant);
-                add(&mut self.held, &new.holds, &new.claimant);
+                add(&mut self.wanted, new.wants.as_ref(), &new.claimant);
+                add(&mut self.held, new.holds_other(), &new.claimant);
                 self.entries.insert(key, new);
             }
             None => {
@@ -171,7 +199,7 @@ impl Inner {
                         .get(target)
                         .into_iter()
                         .flatten()
-                        .map(Claimant::object_ref),
+                        .map(|c| c.object_ref()),
                 );
             }
         }
@@ -232,12 +260,12 @@ impl Claims {
     /// A resource other than `me` that wants or holds `target`, if any.
     pub fn other_claimant(&self, target: &Target, me: &Claimant) -> Option<Claimant> {
         let inner = self.inner();
-        let others = |map: &HashMap<Target, BTreeSet<Claimant>>| {
+        let others = |map: &ByTarget| {
             map.get(target)
                 .into_iter()
                 .flatten()
-                .find(|c| *c != me)
-                .cloned()
+                .find(|c| c.as_ref() != me)
+                .map(|c| c.as_ref().clone())
         };
         others(&inner.wanted).or_else(|| others(&inner.held))
     }
@@ -269,6 +297,7 @@ mod tests {
                 },
                 baseten_name: Some(baseten_name.into()),
                 suspend: false,
+                team: None,
                 deletion_policy: Default::default(),
                 update_policy: Default::default(),
             },

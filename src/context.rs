@@ -1,6 +1,7 @@
 //! Everything a reconcile needs, built once, and what the operator remembers per object.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, MutexGuard};
 
 use kube::runtime::reflector::ObjectRef;
@@ -16,39 +17,46 @@ use crate::reconcile::retry::Retry;
 pub const FIELD_MANAGER: &str = "baseten-secrets-operator";
 
 /// What the operator remembers about one object between reconciles. Entries are keyed by
-/// object reference and carry the object's uid: a recreated object with the same name
-/// starts afresh.
+/// object reference and carry a fingerprint of the object's uid: a recreated object with the
+/// same name starts afresh. Kept small (rare parts boxed, inputs as fingerprints): there is
+/// one per resource.
 #[derive(Clone, Debug, Default)]
 pub struct Memory {
-    /// The uid of the object this entry belongs to.
-    uid: String,
+    /// Fingerprint of the uid of the object this entry belongs to.
+    uid: u64,
     /// Consecutive failed reconciles (Kubernetes errors), for exponential backoff.
     pub failures: u32,
     /// A failed Baseten write and when the same write may be tried again.
-    pub retry: Option<Retry>,
-    /// The status this process last wrote. The watch cache can lag behind our own status
-    /// patch; since only this operator writes status, the last written one wins, so a quick
-    /// second reconcile never writes twice.
-    pub written_status: Option<BasetenSecretStatus>,
-    /// What the last reconcile that found Baseten up to date had read.
-    pub settled: Option<Settled>,
+    pub retry: Option<Box<Retry>>,
+    /// The status this process last wrote, until the watch delivers it. The cache can lag
+    /// behind our own status patch; since only this operator writes status, the last written
+    /// one wins, so a quick second reconcile never writes twice.
+    pub written_status: Option<Box<BasetenSecretStatus>>,
+    /// Fingerprint of the inputs (see [`settled_inputs`]) of the last reconcile that found
+    /// Baseten up to date.
+    pub settled: Option<u64>,
     /// The Baseten name this object's cleanup deleted, so a reconcile that still sees the
     /// finalizer does not delete it twice.
-    pub deleted: Option<String>,
+    pub deleted: Option<Box<str>>,
 }
 
-/// The inputs of a reconcile that found Baseten up to date. While none of them changes, a
-/// new reconcile (such as the one our own status write triggers) has nothing to read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Settled {
-    /// The Secret read.
-    pub secret: String,
-    /// Its resourceVersion at the read.
-    pub secret_version: String,
-    /// The resource's generation.
-    pub generation: i64,
-    /// The force-sync token in effect.
-    pub force_token: Option<String>,
+/// A fingerprint of what a reconcile that found Baseten up to date had read: the Secret, its
+/// resourceVersion, the resource's generation and the force-sync token in effect. While none
+/// of them changes, a new reconcile (such as the one our own status write triggers) has
+/// nothing to read. Fingerprints live in this process only.
+pub fn settled_inputs(
+    secret: &str,
+    secret_version: &str,
+    generation: i64,
+    force_token: Option<&str>,
+) -> u64 {
+    fingerprint(&(secret, secret_version, generation, force_token))
+}
+
+fn fingerprint(value: &impl Hash) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Everything a reconcile needs.
@@ -96,7 +104,7 @@ impl Context {
     /// What is remembered about `object` (empty when nothing is, or when it was about an
     /// earlier object of the same name).
     pub fn recall(&self, object: &BasetenSecret) -> Memory {
-        let uid = object.metadata.uid.as_deref().unwrap_or_default();
+        let uid = fingerprint(&object.metadata.uid);
         self.memories()
             .get(&ObjectRef::from_obj(object))
             .filter(|m| m.uid == uid)
@@ -106,7 +114,7 @@ impl Context {
 
     /// Changes what is remembered about `object`.
     pub fn remember(&self, object: &BasetenSecret, change: impl FnOnce(&mut Memory)) {
-        let uid = object.metadata.uid.clone().unwrap_or_default();
+        let uid = fingerprint(&object.metadata.uid);
         let mut memories = self.memories();
         let memory = memories.entry(ObjectRef::from_obj(object)).or_default();
         if memory.uid != uid {
@@ -123,8 +131,20 @@ impl Context {
     pub fn current_status(&self, object: &BasetenSecret) -> BasetenSecretStatus {
         self.recall(object)
             .written_status
+            .map(|status| *status)
             .or_else(|| object.status.clone())
             .unwrap_or_default()
+    }
+
+    /// Drops the last written status once the cached object shows it.
+    pub fn caught_up(&self, object: &BasetenSecret) {
+        let uid = fingerprint(&object.metadata.uid);
+        if let Some(memory) = self.memories().get_mut(&ObjectRef::from_obj(object))
+            && memory.uid == uid
+            && memory.written_status.as_deref() == object.status.as_ref()
+        {
+            memory.written_status = None;
+        }
     }
 
     /// Drops what is kept for an object that no longer exists.

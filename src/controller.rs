@@ -19,9 +19,6 @@ use crate::crd::BasetenSecret;
 use crate::hash::HashKey;
 use crate::reconcile::{error_policy, reconcile};
 
-/// Annotation in which `kubectl apply` keeps a copy of the applied object.
-const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
 /// How both watches list: the most recent state, in pages of 500. (Listing with the "any"
 /// semantic, as before, left the operator at 142 MiB after 30 000 Secrets and 10 000
 /// resources; paging and the pruning below brought that to 90 MiB, measured together.)
@@ -32,11 +29,32 @@ fn watch_config() -> watcher::Config {
 /// Objects per page of a watch's initial list.
 const WATCH_PAGE_SIZE: u32 = 500;
 
-/// Drops what reconciles never read before an object enters the cache.
+/// Drops what reconciles never read before an object enters the cache, and frees what
+/// `clear()` would keep: the field managers (a list of about 200-byte entries with room for
+/// four), labels, owner references, annotations other than this operator's (a one-entry
+/// B-tree allocates room for eleven), and the spare room of the conditions list. Together
+/// that is about a kilobyte per resource.
 fn prune(object: &mut BasetenSecret) {
-    object.managed_fields_mut().clear();
-    object.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
+    let meta = &mut object.metadata;
+    meta.managed_fields = None;
+    meta.labels = None;
+    meta.owner_references = None;
+    meta.annotations = meta
+        .annotations
+        .take()
+        .map(|all| {
+            all.into_iter()
+                .filter(|(key, _)| key.starts_with(ANNOTATION_PREFIX))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        })
+        .filter(|kept| !kept.is_empty());
+    if let Some(status) = object.status.as_mut() {
+        status.conditions.shrink_to_fit();
+    }
 }
+
+/// Prefix of the annotations this operator reads.
+const ANNOTATION_PREFIX: &str = "baseten.co/";
 
 /// Runs the operator until `shutdown` completes.
 pub async fn run(

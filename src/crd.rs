@@ -120,6 +120,11 @@ pub struct BasetenSecretSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
 
+    /// The Baseten team to write to, by name or id (resolved with Baseten's team list). Absent: the API key's default team. Name a team the same way in every resource that writes to it: conflicts between resources are told by the team as written here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub team: Option<String>,
+
     /// What happens to the Baseten secret this resource wrote when the resource is deleted or basetenName changes. Retain (default): it stays in Baseten. Delete: it is deleted (a finalizer, baseten.co/cleanup, holds the resource until then; the annotation baseten.co/skip-remote-delete: "true" releases it without deleting). A name another resource now uses is never deleted.
     #[serde(default, skip_serializing_if = "is_default")]
     pub deletion_policy: DeletionPolicy,
@@ -153,7 +158,7 @@ pub struct BasetenSecretStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Current state. "Ready" is True when Baseten holds the current value of the key; its reason is Synced or AlreadyExists when True, else one of SecretNotFound, KeyNotFound, InvalidValue, Unauthorized, BasetenRejected, BasetenUnavailable, RateLimited, Suspended, Conflict (an older resource targets the same Baseten secret and wins), Deleting, DeletionBlocked.
+    /// Current state. "Ready" is True when Baseten holds the current value of the key; its reason is Synced or AlreadyExists when True, else one of SecretNotFound, KeyNotFound, InvalidValue, Unauthorized, BasetenRejected, BasetenUnavailable, RateLimited, Suspended, Conflict (an older resource targets the same Baseten secret and wins), TeamNotFound, Deleting, DeletionBlocked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -233,6 +238,7 @@ mod tests {
                 },
                 baseten_name: None,
                 suspend: false,
+                team: None,
                 deletion_policy: DeletionPolicy::Retain,
                 update_policy: UpdatePolicy::Replace,
             },

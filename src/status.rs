@@ -32,6 +32,8 @@ pub enum Reason {
     Suspended,
     /// An older resource targets the same Baseten secret; this one writes nothing.
     Conflict,
+    /// spec.team names no team the API key can see.
+    TeamNotFound,
     /// `updatePolicy: IfNotExists` and the name exists in Baseten, written by someone else.
     AlreadyExists,
     /// The resource is being deleted and its Baseten secret is being deleted.
@@ -54,6 +56,7 @@ impl Reason {
             Self::RateLimited => "RateLimited",
             Self::Suspended => "Suspended",
             Self::Conflict => "Conflict",
+            Self::TeamNotFound => "TeamNotFound",
             Self::AlreadyExists => "AlreadyExists",
             Self::Deleting => "Deleting",
             Self::DeletionBlocked => "DeletionBlocked",

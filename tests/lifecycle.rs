@@ -6,13 +6,23 @@ mod common;
 
 use baseten_secrets_operator::crd::{DeletionPolicy, SecretKeyRef, UpdatePolicy};
 use baseten_secrets_operator::{BasetenSecret, BasetenSecretSpec};
-use common::operator::Harness;
+use common::operator::{Harness, OTHER_TEAM};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
 const FINALIZER: &str = "baseten.co/cleanup";
 
 fn spec(
+    secret: &str,
+    baseten_name: &str,
+    deletion: DeletionPolicy,
+    update: UpdatePolicy,
+) -> serde_json::Value {
+    spec_in(None, secret, baseten_name, deletion, update)
+}
+
+fn spec_in(
+    team: Option<&str>,
     secret: &str,
     baseten_name: &str,
     deletion: DeletionPolicy,
@@ -25,6 +35,7 @@ fn spec(
         },
         baseten_name: Some(baseten_name.into()),
         suspend: false,
+        team: team.map(Into::into),
         deletion_policy: deletion,
         update_policy: update,
     })
@@ -346,4 +357,87 @@ async fn two_resources_on_one_name_do_not_fight_and_the_next_takes_over() {
         h.baseten_secret("elsewhere").await.unwrap().value,
         "value-b"
     );
+}
+
+#[tokio::test]
+async fn teams_by_name_or_id_moves_between_teams_and_an_unknown_team() {
+    let h = Harness::start("life-team").await;
+    h.apply_secret("creds", &[("token", b"team value")], json!({}))
+        .await;
+    let in_team = |team: Option<&str>, name: &str| {
+        spec_in(
+            team,
+            "creds",
+            name,
+            DeletionPolicy::Delete,
+            UpdatePolicy::Replace,
+        )
+    };
+
+    h.apply_bts(
+        "by-name",
+        in_team(Some(OTHER_TEAM), "team-token"),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    let synced = h.wait_reason("by-name", "Synced").await;
+    assert_eq!(
+        synced.status.unwrap().team_name.as_deref(),
+        Some(OTHER_TEAM)
+    );
+    let stored = h.baseten_secret_in(OTHER_TEAM, "team-token").await.unwrap();
+    assert_eq!(stored.value, "team value");
+    assert!(h.baseten_secret("team-token").await.is_none());
+
+    let id = h.team_id(OTHER_TEAM).await;
+    h.apply_bts("by-id", in_team(Some(&id), "id-token"), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("by-id", "Synced").await;
+    assert!(h.baseten_secret_in(OTHER_TEAM, "id-token").await.is_some());
+
+    h.apply_bts(
+        "lost",
+        in_team(Some("No Such Team"), "lost-token"),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    let lost = h.wait_reason("lost", "TeamNotFound").await;
+    assert!(
+        lost.ready_condition()
+            .unwrap()
+            .message
+            .contains("No Such Team")
+    );
+    assert!(
+        h.baseten_requests()
+            .await
+            .iter()
+            .all(|r| r.name.as_deref() != Some("lost-token")),
+        "nothing is written for an unknown team"
+    );
+
+    // To the default team: written there, then deleted from the team it was in.
+    h.apply_bts("by-name", in_team(None, "team-token"), json!({}))
+        .await
+        .unwrap();
+    h.wait_bts("by-name", "the default team in status", |o| {
+        o.status.as_ref().and_then(|s| s.team_name.as_deref()) == Some("Default Team")
+    })
+    .await;
+    assert_eq!(
+        h.baseten_secret("team-token").await.unwrap().value,
+        "team value"
+    );
+    assert!(
+        h.baseten_secret_in(OTHER_TEAM, "team-token")
+            .await
+            .is_none()
+    );
+
+    // Deleting the one named by id deletes it in that team.
+    delete_and_wait_gone(&h, "by-id").await;
+    assert!(h.baseten_secret_in(OTHER_TEAM, "id-token").await.is_none());
 }

@@ -14,14 +14,17 @@ use super::decide::{Decision, decide};
 use super::record::record;
 use super::retry::{Attempt, Retry, jittered, retry_delay};
 use super::value::read_value;
-use crate::baseten::{BasetenError, SecretV1, normalised_name};
+use crate::baseten::{BasetenError, SecretV1, TeamV1, normalised_name};
 use crate::claims::{Claimant, Target};
-use crate::context::{Context, Settled};
+use crate::context::{Context, settled_inputs};
 use crate::crd::{
     BasetenSecret, BasetenSecretStatus, DeletionPolicy, FORCE_SYNC_ANNOTATION, UpdatePolicy,
 };
 use crate::error::{Error, Result};
 use crate::status::{Outcome, Reason, Written};
+
+/// How often a resource whose team Baseten does not know looks again.
+const TEAM_NOT_FOUND_RETRY: Duration = Duration::from_secs(300);
 
 /// What the Baseten step of a reconcile came to.
 // A short-lived return value; boxing the common variant would only add an allocation.
@@ -77,7 +80,7 @@ pub async fn apply(
     if !object.spec.suspend
         && let Some(winner) = ctx
             .claims
-            .winner(&Target::named(&object.desired_baseten_name()))
+            .winner(&Target::of(object))
             .filter(|winner| *winner != Claimant::of(object))
     {
         // Checked before anything else: a new older claimant changes none of our inputs.
@@ -104,19 +107,16 @@ pub async fn apply(
     }
     let generation = object.metadata.generation.unwrap_or_default();
     let force_token = force_token(object);
-    let inputs_unchanged = |settled: &Settled| {
-        settled.secret == key_ref.name
-            && settled.generation == generation
-            && settled.force_token == force_token
-            && ctx.index.seen_version(namespace, &key_ref.name).as_deref()
-                == Some(settled.secret_version.as_str())
+    ctx.caught_up(object);
+    let inputs_unchanged = |settled: u64| {
+        ctx.index
+            .seen_version(namespace, &key_ref.name)
+            .is_some_and(|version| {
+                settled
+                    == settled_inputs(&key_ref.name, &version, generation, force_token.as_deref())
+            })
     };
-    if !object.spec.suspend
-        && ctx
-            .recall(object)
-            .settled
-            .is_some_and(|s| inputs_unchanged(&s))
-    {
+    if !object.spec.suspend && ctx.recall(object).settled.is_some_and(inputs_unchanged) {
         // Typically the echo of our own status write: the Secret is as last read.
         debug!("nothing changed since the last read");
         return Ok(Action::await_change());
@@ -161,12 +161,12 @@ pub async fn apply(
     ctx.remember(object, |memory| {
         memory.failures = 0;
         memory.settled = match (outcome.reason, secret_version) {
-            (reason, Some(secret_version)) if reason.is_ready() => Some(Settled {
-                secret: key_ref.name.clone(),
-                secret_version,
+            (reason, Some(secret_version)) if reason.is_ready() => Some(settled_inputs(
+                &key_ref.name,
+                &secret_version,
                 generation,
-                force_token,
-            }),
+                force_token.as_deref(),
+            )),
             _ => None,
         };
     });
@@ -177,6 +177,8 @@ pub async fn apply(
     let retry_in = ctx.recall(object).retry.map(|r| r.left());
     Ok(match (outcome.reason, retry_in) {
         (Reason::Unauthorized | Reason::BasetenRejected, Some(left)) => Action::requeue(left),
+        // A team created later in Baseten is found on the next look.
+        (Reason::TeamNotFound, _) => Action::requeue(jittered(TEAM_NOT_FOUND_RETRY)),
         // Everything else waits for a change of the resource or of its Secret.
         _ => Action::await_change(),
     })
@@ -194,7 +196,13 @@ async fn push(
 ) -> Pushed {
     let key_ref = &object.spec.secret_ref;
     let baseten_name = object.desired_baseten_name();
-    let synced_hash = ctx.hash_key.synced_hash(&baseten_name, value);
+    // The team is part of what was written: moving to another team writes once. Without a
+    // team the hash is the same as before teams existed, so upgrades write nothing.
+    let hashed_name = match &object.spec.team {
+        None => baseten_name.clone(),
+        Some(team) => format!("{baseten_name}\u{0}team={team}"),
+    };
+    let synced_hash = ctx.hash_key.synced_hash(&hashed_name, value);
     let decision = decide(
         Some(current),
         &baseten_name,
@@ -234,8 +242,23 @@ async fn push(
         return Pushed::Waiting(left);
     }
 
+    let team = match &object.spec.team {
+        None => None,
+        Some(wanted) => match ctx.baseten.team(Some(wanted)).await {
+            Ok(Some(team)) => Some(team),
+            Ok(None) => {
+                let message = format!(
+                    "Baseten team {wanted:?} is not among the teams this API key can see (by name or id); retrying every few minutes"
+                );
+                return Pushed::Outcome(outcome(Reason::TeamNotFound, message), None);
+            }
+            Err(error) => return failed(object, ctx, attempt, error, &baseten_name),
+        },
+    };
+    let team_id = team.as_ref().map(|t| t.id.as_str());
+
     if object.spec.update_policy == UpdatePolicy::IfNotExists && decision == Decision::FirstWrite {
-        match find(ctx, &baseten_name).await {
+        match find(ctx, team.as_ref(), &baseten_name).await {
             Ok(Some(found)) => {
                 debug!("IfNotExists: the name exists in Baseten and was not written here");
                 let message = format!(
@@ -255,12 +278,12 @@ async fn push(
         }
     }
 
-    match ctx.baseten.upsert(&baseten_name, value).await {
+    match ctx.baseten.upsert_in(team_id, &baseten_name, value).await {
         Ok(secret) => {
             ctx.remember(object, |memory| memory.retry = None);
             info!(?decision, baseten_name = %baseten_name, "wrote secret to Baseten");
-            if let Some(old) = abandoned_name(object, current, &baseten_name)
-                && let Err(error) = release_name(object, ctx, &old).await
+            if let Some((old_team, old)) = abandoned(object, current, &secret, &baseten_name)
+                && let Err(error) = release_name(object, ctx, old_team.as_deref(), &old).await
             {
                 // The status keeps the old name, so the next attempt deletes it again.
                 warn!(error = %error, "deleting the previous Baseten name failed");
@@ -300,11 +323,11 @@ fn failed(
     warn!(error = %error, "Baseten write failed");
     ctx.remember(object, |memory| {
         let failures = memory.retry.as_ref().map_or(0, |r| r.failures) + 1;
-        memory.retry = Some(Retry {
+        memory.retry = Some(Box::new(Retry {
             not_before: Instant::now() + jittered(retry_delay(&error, failures)),
             attempt,
             failures,
-        });
+        }));
     });
     let failed = outcome(
         Reason::of_baseten_error(&error),
@@ -313,29 +336,42 @@ fn failed(
     Pushed::Outcome(failed, error.is_transient().then_some(error))
 }
 
-/// The Baseten secret named `baseten_name` (in Baseten's normalised sense), if it exists.
-async fn find(ctx: &Context, baseten_name: &str) -> Result<Option<SecretV1>, BasetenError> {
+/// The Baseten secret named `baseten_name` (in Baseten's normalised sense) in `team`, or the
+/// key's default team, if it exists.
+async fn find(
+    ctx: &Context,
+    team: Option<&TeamV1>,
+    baseten_name: &str,
+) -> Result<Option<SecretV1>, BasetenError> {
+    let scope = match team {
+        Some(team) => Some(team.clone()),
+        None => ctx.baseten.team(None).await?,
+    };
     let wanted = normalised_name(baseten_name);
     Ok(ctx
         .baseten
-        .list()
+        .list_in(scope.as_ref().map(|t| t.id.as_str()))
         .await?
         .into_iter()
         .find(|s| normalised_name(&s.name) == wanted))
 }
 
-/// The name this resource wrote before and no longer wants, when its policy deletes it: a
-/// different Baseten secret than `baseten_name` (not merely another spelling of it).
-fn abandoned_name(
+/// The secret this resource wrote before and no longer wants, as (team name, name), when its
+/// policy deletes it: another name (not merely another spelling) or another team than the
+/// write that just happened (`written` under `baseten_name`).
+fn abandoned(
     object: &BasetenSecret,
     current: &BasetenSecretStatus,
+    written: &SecretV1,
     baseten_name: &str,
-) -> Option<String> {
+) -> Option<(Option<String>, String)> {
     if object.spec.deletion_policy != DeletionPolicy::Delete || current.synced_hash.is_none() {
         return None;
     }
-    current
-        .baseten_name
-        .clone()
-        .filter(|old| normalised_name(old) != normalised_name(baseten_name))
+    let old = current.baseten_name.clone()?;
+    let other_team = current.team_name.is_some()
+        && written.team_name.is_some()
+        && current.team_name != written.team_name;
+    (other_team || normalised_name(&old) != normalised_name(baseten_name))
+        .then(|| (current.team_name.clone(), old))
 }

@@ -28,16 +28,30 @@ pub enum Released {
 pub async fn release_name(
     object: &BasetenSecret,
     ctx: &Context,
+    team_name: Option<&str>,
     baseten_name: &str,
 ) -> Result<Released, BasetenError> {
-    if let Some(other) = ctx
-        .claims
-        .other_claimant(&Target::named(baseten_name), &Claimant::of(object))
-    {
+    if let Some(other) = ctx.claims.other_claimant(
+        &Target::in_team_of(object, baseten_name),
+        &Claimant::of(object),
+    ) {
         info!(baseten_name = %baseten_name, claimed_by = %other, "Baseten secret kept: another resource uses the name");
         return Ok(Released::Claimed(other.to_string()));
     }
-    let deleted = ctx.baseten.delete(baseten_name).await?;
+    // The team the name was written to, as Baseten named it in its answer.
+    let team_id = match team_name {
+        None => None,
+        Some(team_name) => match ctx.baseten.team(Some(team_name)).await? {
+            Some(team) if team.default => None,
+            Some(team) => Some(team.id),
+            // A team that is gone took its secrets with it.
+            None => return Ok(Released::Deleted(Deleted::AlreadyGone)),
+        },
+    };
+    let deleted = ctx
+        .baseten
+        .delete_in(team_id.as_deref(), baseten_name)
+        .await?;
     info!(baseten_name = %baseten_name, ?deleted, "deleted secret in Baseten");
     Ok(Released::Deleted(deleted))
 }
@@ -82,9 +96,11 @@ pub async fn cleanup(
         // A reconcile that saw the object before the finalizer's removal reached the cache.
         return Ok(Action::await_change());
     }
-    match release_name(object, ctx, &written).await {
+    match release_name(object, ctx, current.team_name.as_deref(), &written).await {
         Ok(_) => {
-            ctx.remember(object, |memory| memory.deleted = Some(written));
+            ctx.remember(object, |memory| {
+                memory.deleted = Some(written.into_boxed_str())
+            });
             Ok(Action::await_change())
         }
         Err(error) => {

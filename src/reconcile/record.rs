@@ -43,7 +43,9 @@ pub async fn record(
         &Patch::Apply(&patch),
     )
     .await?;
-    ctx.remember(object, |memory| memory.written_status = Some(next));
+    ctx.remember(object, |memory| {
+        memory.written_status = Some(Box::new(next))
+    });
 
     let previous_reason = current
         .conditions
@@ -139,6 +141,7 @@ mod tests {
                 },
                 baseten_name: None,
                 suspend: false,
+                team: None,
                 deletion_policy: Default::default(),
                 update_policy: Default::default(),
             },

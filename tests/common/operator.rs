@@ -17,6 +17,9 @@ use testenv::Supervised;
 /// The API key the emulator accepts in these tests.
 pub const API_KEY: &str = "test-key-5f2c9d7e1a";
 
+/// A team the emulator has besides the default team.
+pub const OTHER_TEAM: &str = "ML Platform";
+
 /// How long waits for the operator may take before a test fails.
 pub const WAIT: Duration = Duration::from_secs(30);
 
@@ -117,6 +120,7 @@ impl Harness {
             "127.0.0.1:0".parse().unwrap(),
             baseten_emulator::Config {
                 api_keys: vec![API_KEY.into()],
+                teams: vec![OTHER_TEAM.into()],
                 ..Default::default()
             },
         )
@@ -349,12 +353,39 @@ impl Harness {
         self.admin_get("/_admin/requests").await
     }
 
-    /// The emulator's record of one secret, by exact name.
+    /// The emulator's record of one secret of the default team, by exact name.
     pub async fn baseten_secret(&self, name: &str) -> Option<AdminSecret> {
+        self.baseten_secret_in("Default Team", name).await
+    }
+
+    /// The emulator's record of one secret of team `team_name`, by exact name.
+    pub async fn baseten_secret_in(&self, team_name: &str, name: &str) -> Option<AdminSecret> {
         self.baseten_secrets()
             .await
             .into_iter()
-            .find(|s| s.name == name)
+            .find(|s| s.name == name && s.team_name == team_name)
+    }
+
+    /// The id of team `team_name` in the emulator.
+    pub async fn team_id(&self, team_name: &str) -> String {
+        let teams: Value = self
+            .http
+            .get(format!("{}/v1/teams", self.emulator.url()))
+            .header("Authorization", format!("Api-Key {API_KEY}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        teams["teams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == team_name)
+            .and_then(|t| t["id"].as_str())
+            .expect("team exists")
+            .to_string()
     }
 
     /// Polls the emulator until `check` holds for the named secret.

@@ -330,6 +330,22 @@ fn answer(
             Ok(team) => axum::Json(team_json(&team)).into_response(),
             Err(NoTeam) => NoTeam.response(),
         },
+        // Un-scoped, Baseten lists the secrets of every team the key can see; each item
+        // names its team.
+        Endpoint::ListSecrets { team: None } => {
+            let secrets: Vec<Value> = state
+                .teams(&key)
+                .iter()
+                .flat_map(|team| {
+                    state
+                        .list(&key, &team.id)
+                        .iter()
+                        .map(|secret| secret_json(secret, team))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            axum::Json(json!({ "secrets": secrets })).into_response()
+        }
         Endpoint::ListSecrets { team } => match team_of(&team) {
             Ok(team) => {
                 let secrets: Vec<Value> = state

@@ -305,11 +305,45 @@ async fn teams_and_team_scoped_secrets() {
     let (_, scoped) = emu.api(Method::GET, &path, None).await;
     assert_shape("SecretsV1", &scoped);
     assert_eq!(scoped["secrets"].as_array().unwrap().len(), 1);
-    let (_, unscoped) = emu.api(Method::GET, "/v1/secrets", None).await;
+    let (_, default_team) = emu
+        .api(
+            Method::GET,
+            &format!("/v1/teams/{}/secrets", default["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
     assert_eq!(
-        unscoped["secrets"],
+        default_team["secrets"],
         json!([]),
         "the default team is another team"
+    );
+    emu.api(
+        Method::POST,
+        "/v1/secrets",
+        Some(json!({"name": "d", "value": "2"})),
+    )
+    .await;
+    let (_, unscoped) = emu.api(Method::GET, "/v1/secrets", None).await;
+    assert_shape("SecretsV1", &unscoped);
+    let mut listed: Vec<(String, String)> = unscoped["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["team_name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            ("d".to_string(), "Default Team".to_string()),
+            ("s".to_string(), "Research".to_string())
+        ],
+        "un-scoped, every team the key can see is listed, each item naming its team"
     );
 
     let (status, tombstone) = emu.api(Method::DELETE, &format!("{path}/s"), None).await;

@@ -378,6 +378,7 @@ fn spec_for(name: &str) -> BasetenSecretSpec {
         },
         baseten_name: None,
         suspend: false,
+        team: None,
         deletion_policy: Default::default(),
         update_policy: Default::default(),
     }
