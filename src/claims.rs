@@ -300,6 +300,7 @@ mod tests {
                 team: None,
                 deletion_policy: Default::default(),
                 update_policy: Default::default(),
+                refresh_interval: None,
             },
         );
         object.metadata.namespace = Some(ns.into());

@@ -9,6 +9,7 @@ use kube::runtime::reflector::ObjectRef;
 use crate::baseten::BasetenClient;
 use crate::claims::Claims;
 use crate::crd::{BasetenSecret, BasetenSecretStatus};
+use crate::drift::Drift;
 use crate::hash::HashKey;
 use crate::index::SecretIndex;
 use crate::reconcile::retry::Retry;
@@ -35,6 +36,8 @@ pub struct Memory {
     /// Fingerprint of the inputs (see [`settled_inputs`]) of the last reconcile that found
     /// Baseten up to date.
     pub settled: Option<u64>,
+    /// Drift found by the last check: the next reconcile pushes the value again.
+    pub drift: Option<Box<Drift>>,
     /// The Baseten name this object's cleanup deleted, so a reconcile that still sees the
     /// finalizer does not delete it twice.
     pub deleted: Option<Box<str>>,

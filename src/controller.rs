@@ -92,6 +92,7 @@ pub async fn run(
     ));
 
     let claims_ctx = ctx.clone();
+    let drift_requeue = requeue.clone();
     let resource_events = watcher(resources, watch_config())
         .default_backoff()
         .modify(prune)
@@ -130,6 +131,11 @@ pub async fn run(
             .collect::<Vec<_>>()
     };
 
+    let drift = tokio::spawn(crate::drift::run(
+        ctx.clone(),
+        controller.store(),
+        drift_requeue,
+    ));
     info!(
         namespace = config.watch_namespace.as_deref().unwrap_or("*"),
         concurrency = config.concurrency,
@@ -151,6 +157,7 @@ pub async fn run(
             }
         })
         .await;
+    drift.abort();
     info!("controller stopped");
     Ok(())
 }

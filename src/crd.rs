@@ -129,6 +129,11 @@ pub struct BasetenSecretSpec {
     #[serde(default, skip_serializing_if = "is_default")]
     pub deletion_policy: DeletionPolicy,
 
+    /// How often to check that the Baseten secret this resource wrote is still there with the same id, as a Go duration ("30s", "10m", "1h"); "0" or absent: never. Resources of one team share one list call per interval. A missing secret is pushed again (event Recreated); one with another id was recreated outside this operator and gets our value again (Warning event Replaced). A value changed by hand in Baseten cannot be seen (Baseten never returns values): use the baseten.co/force-sync annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$"))]
+    pub refresh_interval: Option<String>,
+
     /// Replace (default): write whenever the value changes. IfNotExists: if the name already exists in Baseten and this resource did not create it, never write; Ready is True with reason AlreadyExists and the status shows Baseten's id and createdAt.
     #[serde(default, skip_serializing_if = "is_default")]
     pub update_policy: UpdatePolicy,
@@ -241,6 +246,7 @@ mod tests {
                 team: None,
                 deletion_policy: DeletionPolicy::Retain,
                 update_policy: UpdatePolicy::Replace,
+                refresh_interval: None,
             },
         );
         assert_eq!(object.desired_baseten_name(), "hf-access-token");

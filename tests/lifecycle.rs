@@ -28,16 +28,35 @@ fn spec_in(
     deletion: DeletionPolicy,
     update: UpdatePolicy,
 ) -> serde_json::Value {
-    serde_json::to_value(BasetenSecretSpec {
+    let mut spec = BasetenSecretSpec {
         secret_ref: SecretKeyRef {
             name: secret.into(),
             key: "token".into(),
         },
         baseten_name: Some(baseten_name.into()),
         suspend: false,
-        team: team.map(Into::into),
+        team: None,
         deletion_policy: deletion,
         update_policy: update,
+        refresh_interval: None,
+    };
+    spec.team = team.map(Into::into);
+    serde_json::to_value(spec).unwrap()
+}
+
+/// A Retain resource reading key "token" of Secret "creds" that checks for drift every second.
+fn watched(baseten_name: &str, suspend: bool) -> serde_json::Value {
+    serde_json::to_value(BasetenSecretSpec {
+        secret_ref: SecretKeyRef {
+            name: "creds".into(),
+            key: "token".into(),
+        },
+        baseten_name: Some(baseten_name.into()),
+        suspend,
+        team: None,
+        deletion_policy: DeletionPolicy::Retain,
+        update_policy: UpdatePolicy::Replace,
+        refresh_interval: Some("1s".into()),
     })
     .unwrap()
 }
@@ -440,4 +459,75 @@ async fn teams_by_name_or_id_moves_between_teams_and_an_unknown_team() {
     // Deleting the one named by id deletes it in that team.
     delete_and_wait_gone(&h, "by-id").await;
     assert!(h.baseten_secret_in(OTHER_TEAM, "id-token").await.is_none());
+}
+
+#[tokio::test]
+async fn drift_checks_push_again_what_vanished_or_was_recreated_with_one_list_per_team() {
+    let h = Harness::start("life-drift").await;
+    h.apply_secret("creds", &[("token", b"ours")], json!({}))
+        .await;
+    h.apply_bts("drift-a", watched("watched-a", false), json!({}))
+        .await
+        .unwrap();
+    h.apply_bts("drift-b", watched("watched-b", false), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("drift-a", "Synced").await;
+    h.wait_reason("drift-b", "Synced").await;
+
+    // Deleted by hand: pushed again.
+    h.baseten_delete("watched-a").await;
+    let back = h
+        .wait_baseten("watched-a", "the value pushed again", |s| s.value == "ours")
+        .await;
+    assert!(
+        h.wait_events("drift-a", 2)
+            .await
+            .contains(&("Recreated".to_string(), "Normal".to_string()))
+    );
+    h.wait_bts("drift-a", "the new id in status", |o| {
+        o.status.as_ref().and_then(|s| s.secret_id.as_deref()) == Some(back.id.as_str())
+    })
+    .await;
+
+    // Recreated by hand with another value while the resource is suspended (so no check
+    // sees the moment between delete and create): our value goes back, with a warning.
+    h.apply_bts("drift-b", watched("watched-b", true), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("drift-b", "Suspended").await;
+    h.baseten_delete("watched-b").await;
+    let by_hand = h.baseten_upsert("watched-b", "set by hand").await;
+    h.apply_bts("drift-b", watched("watched-b", false), json!({}))
+        .await
+        .unwrap();
+    let repaired = h
+        .wait_baseten("watched-b", "our value again", |s| s.value == "ours")
+        .await;
+    assert_eq!(repaired.id, by_hand.id, "an update, not another recreation");
+    assert!(
+        h.wait_events("drift-b", 3)
+            .await
+            .contains(&("Replaced".to_string(), "Warning".to_string()))
+    );
+    h.wait_bts("drift-b", "the new id in status", |o| {
+        o.status.as_ref().and_then(|s| s.secret_id.as_deref()) == Some(by_hand.id.as_str())
+    })
+    .await;
+
+    // Two resources, one team: one list call per interval (1 s, jittered by 10 %).
+    let lists = || async {
+        h.baseten_requests()
+            .await
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with("/secrets"))
+            .count()
+    };
+    let before = lists().await;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let during = lists().await - before;
+    assert!(
+        (3..=7).contains(&during),
+        "{during} list calls in 5 s for two resources checked every second"
+    );
 }

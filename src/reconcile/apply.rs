@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 
 use super::cleanup::release_name;
 use super::decide::{Decision, decide};
-use super::record::record;
+use super::record::{announce, record};
 use super::retry::{Attempt, Retry, jittered, retry_delay};
 use super::value::read_value;
 use crate::baseten::{BasetenError, SecretV1, TeamV1, normalised_name};
@@ -20,6 +20,7 @@ use crate::context::{Context, settled_inputs};
 use crate::crd::{
     BasetenSecret, BasetenSecretStatus, DeletionPolicy, FORCE_SYNC_ANNOTATION, UpdatePolicy,
 };
+use crate::drift::Drift;
 use crate::error::{Error, Result};
 use crate::status::{Outcome, Reason, Written};
 
@@ -116,7 +117,11 @@ pub async fn apply(
                     == settled_inputs(&key_ref.name, &version, generation, force_token.as_deref())
             })
     };
-    if !object.spec.suspend && ctx.recall(object).settled.is_some_and(inputs_unchanged) {
+    let drift = ctx.recall(object).drift.map(|d| *d);
+    if !object.spec.suspend
+        && drift.is_none()
+        && ctx.recall(object).settled.is_some_and(inputs_unchanged)
+    {
         // Typically the echo of our own status write: the Secret is as last read.
         debug!("nothing changed since the last read");
         return Ok(Action::await_change());
@@ -145,6 +150,7 @@ pub async fn apply(
                     namespace,
                     &value,
                     force_token.clone(),
+                    drift.is_some(),
                 )
                 .await
             }
@@ -157,6 +163,28 @@ pub async fn apply(
     };
 
     record(object, ctx, &current, namespace, name, &outcome).await?;
+    if let (Some(drift), Some(written)) = (&drift, &outcome.written) {
+        ctx.remember(object, |memory| memory.drift = None);
+        let (kind, reason, note) = match drift {
+            Drift::Missing => (
+                "Normal",
+                "Recreated",
+                format!(
+                    "Baseten secret {:?} was missing; pushed the value again",
+                    written.baseten_name
+                ),
+            ),
+            Drift::Recreated { was, now } => (
+                "Warning",
+                "Replaced",
+                format!(
+                    "Baseten secret {:?} was deleted and created again outside this operator (id {was} became {now}); pushed our value again",
+                    written.baseten_name
+                ),
+            ),
+        };
+        announce(object, ctx, namespace, kind, reason, &note).await;
+    }
 
     ctx.remember(object, |memory| {
         memory.failures = 0;
@@ -193,6 +221,7 @@ async fn push(
     namespace: &str,
     value: &SecretString,
     force_token: Option<String>,
+    drifted: bool,
 ) -> Pushed {
     let key_ref = &object.spec.secret_ref;
     let baseten_name = object.desired_baseten_name();
@@ -209,6 +238,10 @@ async fn push(
         &synced_hash,
         force_token.as_deref(),
     );
+    let decision = match decision {
+        Decision::UpToDate if drifted => Decision::Drifted,
+        decision => decision,
+    };
     debug!(?decision, "decided");
     let synced = outcome(
         Reason::Synced,

@@ -13,6 +13,8 @@ pub enum Decision {
     Changed,
     /// A new force-sync token asks for a write.
     Forced,
+    /// A drift check found the secret missing in Baseten, or recreated by someone else.
+    Drifted,
 }
 
 /// Decides whether to write. `synced_hash` covers name and value; `force_token` is the

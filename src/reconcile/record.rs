@@ -70,6 +70,32 @@ pub async fn record(
     Ok(())
 }
 
+/// Publishes an event about `object` that is not a Ready transition (such as a drift repair).
+pub async fn announce(
+    object: &BasetenSecret,
+    ctx: &Context,
+    namespace: &str,
+    kind: &str,
+    reason: &str,
+    note: &str,
+) {
+    let event = event(
+        object,
+        &ctx.event_instance,
+        kind,
+        reason,
+        "Upsert",
+        note,
+        Timestamp::now(),
+    );
+    if let Err(error) = Api::<Event>::namespaced(ctx.client.clone(), namespace)
+        .create(&PostParams::default(), &event)
+        .await
+    {
+        warn!(error = %error, "could not publish event");
+    }
+}
+
 /// Longest event note the apiserver accepts, in bytes.
 pub const EVENT_NOTE_MAX_BYTES: usize = 1024;
 
@@ -103,7 +129,28 @@ pub fn event_for(
     } else {
         "Reconcile"
     };
-    Some(Event {
+    Some(event(
+        object,
+        instance,
+        kind,
+        outcome.reason.as_str(),
+        action,
+        &outcome.message,
+        now,
+    ))
+}
+
+/// An event about `object`; the note is cut to [`EVENT_NOTE_MAX_BYTES`].
+fn event(
+    object: &BasetenSecret,
+    instance: &str,
+    kind: &str,
+    reason: &str,
+    action: &str,
+    note: &str,
+    now: Timestamp,
+) -> Event {
+    Event {
         metadata: ObjectMeta {
             name: Some(format!(
                 "{}.{:016x}",
@@ -115,14 +162,14 @@ pub fn event_for(
         },
         event_time: Some(MicroTime(now)),
         type_: Some(kind.into()),
-        reason: Some(outcome.reason.as_str().into()),
-        note: Some(truncated(&outcome.message, EVENT_NOTE_MAX_BYTES)),
+        reason: Some(reason.into()),
+        note: Some(truncated(note, EVENT_NOTE_MAX_BYTES)),
         action: Some(action.into()),
         regarding: Some(object.object_ref(&())),
         reporting_controller: Some(FIELD_MANAGER.into()),
         reporting_instance: Some(instance.into()),
         ..Default::default()
-    })
+    }
 }
 
 #[cfg(test)]
@@ -144,6 +191,7 @@ mod tests {
                 team: None,
                 deletion_policy: Default::default(),
                 update_policy: Default::default(),
+                refresh_interval: None,
             },
         );
         object.metadata.namespace = Some("ml".into());

@@ -343,6 +343,19 @@ impl Harness {
         self.baseten_secret(name).await.expect("just written")
     }
 
+    /// Deletes a Baseten secret of the default team through the public API, as someone using
+    /// Baseten directly would.
+    pub async fn baseten_delete(&self, name: &str) {
+        let response = self
+            .http
+            .delete(format!("{}/v1/secrets/{name}", self.emulator.url()))
+            .header("Authorization", format!("Api-Key {API_KEY}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
     /// What the emulator holds.
     pub async fn baseten_secrets(&self) -> Vec<AdminSecret> {
         self.admin_get("/_admin/secrets").await

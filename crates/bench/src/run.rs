@@ -381,6 +381,7 @@ fn spec_for(name: &str) -> BasetenSecretSpec {
         team: None,
         deletion_policy: Default::default(),
         update_policy: Default::default(),
+        refresh_interval: None,
     }
 }
 

@@ -1,0 +1,274 @@
+//! Drift repair at the cost of one list call per (API key, team) and interval. Baseten never
+//! returns values, but its list shows names and ids: a secret this operator wrote that is
+//! missing was deleted behind its back, and one whose id changed was recreated. Either way
+//! the resource is reconciled with a flag that makes it push its value again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::channel::mpsc::UnboundedSender;
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+use rand::Rng;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::baseten::{SecretV1, normalised_name};
+use crate::context::Context;
+use crate::crd::BasetenSecret;
+
+/// How often the drift loop looks whether a group is due.
+pub const DRIFT_TICK: Duration = Duration::from_secs(1);
+
+/// How long a group whose list failed waits before it tries again (at most its interval).
+pub const DRIFT_RETRY: Duration = Duration::from_secs(30);
+
+/// What a drift check found for one resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Drift {
+    /// The secret this resource wrote is not in Baseten any more.
+    Missing,
+    /// The secret exists under another id: someone deleted and recreated it.
+    Recreated {
+        /// The id in the status.
+        was: String,
+        /// The id Baseten lists now.
+        now: String,
+    },
+}
+
+/// Parses a Go-style duration ("300ms", "5s", "10m", "1h30m", "0"). `None` when invalid.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|&at| at > 0)?;
+        let number: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += Duration::try_from_secs_f64(number * seconds).ok()?;
+    }
+    Some(total)
+}
+
+/// The refresh interval of `object`, when it asks for drift checks at all.
+pub fn refresh_interval(object: &BasetenSecret) -> Option<Duration> {
+    object
+        .spec
+        .refresh_interval
+        .as_deref()
+        .and_then(parse_duration)
+        .filter(|d| !d.is_zero())
+}
+
+/// Compares what `object` wrote (its status) with Baseten's list of its team.
+pub fn drift_of(object: &BasetenSecret, listed: &[SecretV1]) -> Option<Drift> {
+    let status = object.status.as_ref()?;
+    status.synced_hash.as_ref()?;
+    let written = normalised_name(status.baseten_name.as_deref()?);
+    match listed.iter().find(|s| normalised_name(&s.name) == written) {
+        None => Some(Drift::Missing),
+        Some(found) => match (&status.secret_id, &found.id) {
+            (Some(was), Some(now)) if was != now => Some(Drift::Recreated {
+                was: was.clone(),
+                now: now.clone(),
+            }),
+            _ => None,
+        },
+    }
+}
+
+/// A group of resources checked with one list call: the team as resources name it (empty
+/// for the key's default team).
+type Group = String;
+
+fn first_check(interval: Duration) -> Duration {
+    // Spread over the interval, so checks do not line up after a restart.
+    interval.mul_f64(rand::rng().random_range(0.5..=1.0))
+}
+
+fn next_check(interval: Duration) -> Duration {
+    interval.mul_f64(rand::rng().random_range(0.9..=1.1))
+}
+
+/// Checks each group of resources when due, and requeues the drifted ones flagged for a push.
+pub async fn run(
+    ctx: Arc<Context>,
+    store: Store<BasetenSecret>,
+    requeue: UnboundedSender<ObjectRef<BasetenSecret>>,
+) {
+    let mut due: HashMap<Group, Instant> = HashMap::new();
+    let mut ticker = tokio::time::interval(DRIFT_TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let now = Instant::now();
+        // Group the resources that ask for drift checks and hold a write of their own.
+        let mut groups: HashMap<Group, (Duration, Vec<Arc<BasetenSecret>>)> = HashMap::new();
+        for object in store.state() {
+            let Some(interval) = refresh_interval(&object) else {
+                continue;
+            };
+            if object.spec.suspend || object.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let group = object.spec.team.clone().unwrap_or_default();
+            let entry = groups
+                .entry(group)
+                .or_insert_with(|| (interval, Vec::new()));
+            entry.0 = entry.0.min(interval);
+            entry.1.push(object);
+        }
+        due.retain(|group, _| groups.contains_key(group));
+        for (group, (interval, members)) in groups {
+            let when = *due
+                .entry(group.clone())
+                .or_insert_with(|| now + first_check(interval));
+            if when > now {
+                continue;
+            }
+            let next = match check(&ctx, &group, &members, &requeue).await {
+                Ok(()) => next_check(interval),
+                Err(()) => interval.min(DRIFT_RETRY),
+            };
+            due.insert(group, Instant::now() + next);
+        }
+    }
+}
+
+/// Lists one group's team once and flags each drifted member.
+async fn check(
+    ctx: &Context,
+    group: &str,
+    members: &[Arc<BasetenSecret>],
+    requeue: &UnboundedSender<ObjectRef<BasetenSecret>>,
+) -> Result<(), ()> {
+    let wanted = (!group.is_empty()).then_some(group);
+    let team = match ctx.baseten.team(wanted).await {
+        Ok(Some(team)) => team,
+        // An unknown team shows as TeamNotFound on its resources.
+        Ok(None) => return Ok(()),
+        Err(error) => {
+            warn!(error = %error, "drift check could not list teams");
+            return Err(());
+        }
+    };
+    let listed = match ctx.baseten.list_in(Some(&team.id)).await {
+        Ok(listed) => listed,
+        Err(error) => {
+            warn!(error = %error, "drift check could not list secrets");
+            return Err(());
+        }
+    };
+    debug!(
+        resources = members.len(),
+        listed = listed.len(),
+        "drift check"
+    );
+    for object in members {
+        if let Some(drift) = drift_of(object, &listed) {
+            info!(
+                namespace = object.namespace().unwrap_or_default(),
+                name = object.name_any(),
+                ?drift,
+                "drift found; pushing the value again"
+            );
+            ctx.remember(object, |memory| memory.drift = Some(Box::new(drift)));
+            let _ = requeue.unbounded_send(ObjectRef::from_obj(object.as_ref()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{BasetenSecretSpec, BasetenSecretStatus, SecretKeyRef};
+
+    #[test]
+    fn parses_go_durations() {
+        let s = Duration::from_secs;
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("5s"), Some(s(5)));
+        assert_eq!(parse_duration("10m"), Some(s(600)));
+        assert_eq!(parse_duration("1h30m"), Some(s(5400)));
+        assert_eq!(parse_duration("1.5h"), Some(s(5400)));
+        assert_eq!(parse_duration("300ms"), Some(Duration::from_millis(300)));
+        for bad in ["", "5", "m", "5x", "-5s", "5s5", "1e3s"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    fn written(name: &str, id: &str) -> BasetenSecret {
+        let mut object = BasetenSecret::new(
+            "r",
+            BasetenSecretSpec {
+                secret_ref: SecretKeyRef {
+                    name: "creds".into(),
+                    key: "token".into(),
+                },
+                baseten_name: Some(name.into()),
+                suspend: false,
+                team: None,
+                deletion_policy: Default::default(),
+                update_policy: Default::default(),
+                refresh_interval: Some("1m".into()),
+            },
+        );
+        object.status = Some(BasetenSecretStatus {
+            baseten_name: Some(name.into()),
+            secret_id: Some(id.into()),
+            synced_hash: Some("h".into()),
+            ..Default::default()
+        });
+        object
+    }
+
+    fn listed(name: &str, id: &str) -> SecretV1 {
+        SecretV1 {
+            name: name.into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            id: Some(id.into()),
+            team_name: None,
+        }
+    }
+
+    #[test]
+    fn finds_missing_and_recreated_secrets_by_normalised_name() {
+        let object = written("hf_token", "id1");
+        assert_eq!(drift_of(&object, &[listed("hf-token", "id1")]), None);
+        assert_eq!(drift_of(&object, &[]), Some(Drift::Missing));
+        assert_eq!(
+            drift_of(&object, &[listed("hf_token", "id2")]),
+            Some(Drift::Recreated {
+                was: "id1".into(),
+                now: "id2".into()
+            })
+        );
+        let mut never_written = object.clone();
+        never_written.status.as_mut().unwrap().synced_hash = None;
+        assert_eq!(drift_of(&never_written, &[]), None, "not ours to repair");
+        assert_eq!(refresh_interval(&object), Some(Duration::from_secs(60)));
+    }
+}
