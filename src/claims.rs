@@ -21,6 +21,21 @@ use crate::crd::BasetenSecret;
 /// The API key whose secrets a resource writes, as the claims tell keys apart.
 pub const OPERATOR_KEY: &str = "operator";
 
+/// How the claims tell API keys apart: the operator's own key, or the Secret key an
+/// apiKeyRef names (keys are not read to build the claims, so two Secrets holding one key
+/// count as two keys).
+pub fn key_identity(object: &BasetenSecret) -> String {
+    match &object.spec.api_key_ref {
+        None => OPERATOR_KEY.to_string(),
+        Some(key_ref) => format!(
+            "secret:{}/{}/{}",
+            object.namespace().unwrap_or_default(),
+            key_ref.name,
+            key_ref.key
+        ),
+    }
+}
+
 /// One Baseten secret: which key's organisation, which team, which normalised name. Held as
 /// one shared string, since every resource's entry and the maps refer to it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -40,7 +55,7 @@ impl Target {
     /// The secret `baseten_name` in the team `object` names.
     pub fn in_team_of(object: &BasetenSecret, baseten_name: &str) -> Self {
         Self::new(
-            OPERATOR_KEY,
+            &key_identity(object),
             object.spec.team.as_deref().unwrap_or_default(),
             baseten_name,
         )
@@ -298,6 +313,7 @@ mod tests {
                 baseten_name: Some(baseten_name.into()),
                 suspend: false,
                 team: None,
+                api_key_ref: None,
                 deletion_policy: Default::default(),
                 update_policy: Default::default(),
                 refresh_interval: None,

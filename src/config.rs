@@ -54,6 +54,9 @@ pub struct Config {
     pub baseten_url: String,
     /// The Baseten API key.
     pub api_key: SecretString,
+    /// The file it was read from, followed for changes; `None` when it came from the
+    /// environment.
+    pub api_key_file: Option<PathBuf>,
     /// Namespace to watch; all when `None`.
     pub watch_namespace: Option<String>,
     /// Reconciles at once.
@@ -87,8 +90,8 @@ impl Config {
         if !(baseten_url.starts_with("https://") || baseten_url.starts_with("http://")) {
             bail!("--baseten-url must start with https:// or http://");
         }
-        let api_key = match api_key_file {
-            Some(path) => std::fs::read_to_string(&path)
+        let api_key = match &api_key_file {
+            Some(path) => std::fs::read_to_string(path)
                 .with_context(|| format!("reading the API key file {}", path.display()))?,
             None => std::env::var(API_KEY_ENV).map_err(|_| {
                 anyhow::anyhow!("no Baseten API key: set {API_KEY_ENV} or pass --api-key-file")
@@ -107,6 +110,7 @@ impl Config {
         Ok(Self {
             baseten_url: baseten_url.trim_end_matches('/').to_string(),
             api_key: SecretString::from(api_key),
+            api_key_file,
             watch_namespace: watch_namespace.filter(|ns| !ns.is_empty()),
             concurrency,
             log_format,
@@ -123,6 +127,7 @@ mod tests {
         let config = Config {
             baseten_url: DEFAULT_BASE_URL.into(),
             api_key: SecretString::from("sk-very-secret".to_string()),
+            api_key_file: None,
             watch_namespace: None,
             concurrency: 1,
             log_format: LogFormat::Text,

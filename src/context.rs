@@ -6,11 +6,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use kube::runtime::reflector::ObjectRef;
 
-use crate::baseten::BasetenClient;
 use crate::claims::Claims;
 use crate::crd::{BasetenSecret, BasetenSecretStatus};
+use crate::credentials::Credentials;
 use crate::drift::Drift;
-use crate::hash::HashKey;
 use crate::index::SecretIndex;
 use crate::reconcile::retry::Retry;
 
@@ -44,16 +43,17 @@ pub struct Memory {
 }
 
 /// A fingerprint of what a reconcile that found Baseten up to date had read: the Secret, its
-/// resourceVersion, the resource's generation and the force-sync token in effect. While none
+/// resourceVersion, that of the API key's Secret (with apiKeyRef), the resource's generation and the force-sync token in effect. While none
 /// of them changes, a new reconcile (such as the one our own status write triggers) has
 /// nothing to read. Fingerprints live in this process only.
 pub fn settled_inputs(
     secret: &str,
     secret_version: &str,
+    key_version: Option<&str>,
     generation: i64,
     force_token: Option<&str>,
 ) -> u64 {
-    fingerprint(&(secret, secret_version, generation, force_token))
+    fingerprint(&(secret, secret_version, key_version, generation, force_token))
 }
 
 fn fingerprint(value: &impl Hash) -> u64 {
@@ -66,10 +66,8 @@ fn fingerprint(value: &impl Hash) -> u64 {
 pub struct Context {
     /// Kubernetes client.
     pub client: kube::Client,
-    /// Baseten client for the operator's API key.
-    pub baseten: BasetenClient,
-    /// Key of the synced-hash HMAC.
-    pub hash_key: HashKey,
+    /// The Baseten API keys in use, with their clients.
+    pub credentials: Credentials,
     /// Which BasetenSecrets read which Secret.
     pub index: SecretIndex,
     /// Who claims which Baseten secret.
@@ -80,19 +78,12 @@ pub struct Context {
 }
 
 impl Context {
-    /// Builds the context: a Baseten client for the key, the hash key derived from it, an
-    /// empty index, claims and memory; events report `instance` (the pod name) as their
+    /// Builds the context: the API keys, an empty index, claims and memory; events report `instance` (the pod name) as their
     /// source.
-    pub fn new(
-        client: kube::Client,
-        baseten: BasetenClient,
-        hash_key: HashKey,
-        instance: Option<String>,
-    ) -> Self {
+    pub fn new(client: kube::Client, credentials: Credentials, instance: Option<String>) -> Self {
         Self {
             client,
-            baseten,
-            hash_key,
+            credentials,
             index: SecretIndex::default(),
             claims: Claims::default(),
             event_instance: instance.unwrap_or_else(|| FIELD_MANAGER.to_string()),

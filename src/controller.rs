@@ -12,11 +12,10 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use tracing::{debug, info, warn};
 
-use crate::baseten::BasetenClient;
 use crate::config::Config;
 use crate::context::Context;
 use crate::crd::BasetenSecret;
-use crate::hash::HashKey;
+use crate::credentials::Credentials;
 use crate::reconcile::{error_policy, reconcile};
 
 /// How both watches list: the most recent state, in pages of 500. (Listing with the "any"
@@ -86,8 +85,7 @@ pub async fn run(
     let (requeue, requeued) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context::new(
         client.clone(),
-        BasetenClient::new(&config.baseten_url, &config.api_key)?,
-        HashKey::derive(&config.api_key),
+        Credentials::new(&config.baseten_url, &config.api_key)?,
         std::env::var("POD_NAME").ok(),
     ));
 
@@ -131,6 +129,14 @@ pub async fn run(
             .collect::<Vec<_>>()
     };
 
+    let (key_changed, key_changes) = futures::channel::mpsc::unbounded();
+    let key_file = config.api_key_file.clone().map(|path| {
+        tokio::spawn(crate::credentials::follow_key_file(
+            path,
+            ctx.clone(),
+            key_changed,
+        ))
+    });
     let drift = tokio::spawn(crate::drift::run(
         ctx.clone(),
         controller.store(),
@@ -146,6 +152,7 @@ pub async fn run(
         // payload is ever sent to or cached in this process by the watch.
         .watches(secrets, watch_config(), mapper)
         .reconcile_on(requeued)
+        .reconcile_all_on(key_changes)
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -158,6 +165,9 @@ pub async fn run(
         })
         .await;
     drift.abort();
+    if let Some(key_file) = key_file {
+        key_file.abort();
+    }
     info!("controller stopped");
     Ok(())
 }

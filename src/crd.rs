@@ -120,6 +120,10 @@ pub struct BasetenSecretSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
 
+    /// A key of a Secret in the same namespace holding the Baseten API key to write with, so each tenant can push to its own Baseten workspace. Absent: the operator's own key. A changed key is picked up without a restart; moving to another key writes the value once (the synced hash is keyed by the API key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_ref: Option<SecretKeyRef>,
+
     /// The Baseten team to write to, by name or id (resolved with Baseten's team list). Absent: the API key's default team. Name a team the same way in every resource that writes to it: conflicts between resources are told by the team as written here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
@@ -163,7 +167,7 @@ pub struct BasetenSecretStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Current state. "Ready" is True when Baseten holds the current value of the key; its reason is Synced or AlreadyExists when True, else one of SecretNotFound, KeyNotFound, InvalidValue, Unauthorized, BasetenRejected, BasetenUnavailable, RateLimited, Suspended, Conflict (an older resource targets the same Baseten secret and wins), TeamNotFound, Deleting, DeletionBlocked.
+    /// Current state. "Ready" is True when Baseten holds the current value of the key; its reason is Synced or AlreadyExists when True, else one of SecretNotFound, KeyNotFound, InvalidValue, Unauthorized, BasetenRejected, BasetenUnavailable, RateLimited, Suspended, Conflict (an older resource targets the same Baseten secret and wins), TeamNotFound, ApiKeyNotFound, Deleting, DeletionBlocked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -244,6 +248,7 @@ mod tests {
                 baseten_name: None,
                 suspend: false,
                 team: None,
+                api_key_ref: None,
                 deletion_policy: DeletionPolicy::Retain,
                 update_policy: UpdatePolicy::Replace,
                 refresh_interval: None,

@@ -15,10 +15,11 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::baseten::{SecretV1, normalised_name};
+use crate::claims::key_identity;
 use crate::context::Context;
 use crate::crd::BasetenSecret;
 
-/// How often the drift loop looks whether a group is due.
+/// How often the drift loop looks for groups it does not know yet.
 pub const DRIFT_TICK: Duration = Duration::from_secs(1);
 
 /// How long a group whose list failed waits before it tries again (at most its interval).
@@ -99,9 +100,9 @@ pub fn drift_of(object: &BasetenSecret, listed: &[SecretV1]) -> Option<Drift> {
     }
 }
 
-/// A group of resources checked with one list call: the team as resources name it (empty
-/// for the key's default team).
-type Group = String;
+/// A group of resources checked with one list call: the API key (as the claims tell keys
+/// apart) and the team as resources name it (empty for the key's default team).
+type Group = (String, String);
 
 fn first_check(interval: Duration) -> Duration {
     // Spread over the interval, so checks do not line up after a restart.
@@ -119,10 +120,15 @@ pub async fn run(
     requeue: UnboundedSender<ObjectRef<BasetenSecret>>,
 ) {
     let mut due: HashMap<Group, Instant> = HashMap::new();
-    let mut ticker = tokio::time::interval(DRIFT_TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticker.tick().await;
+        // Wakes when the next group is due, and at least every tick to find new groups.
+        let wake = due
+            .values()
+            .copied()
+            .chain([Instant::now() + DRIFT_TICK])
+            .min()
+            .unwrap_or_else(Instant::now);
+        tokio::time::sleep_until(wake).await;
         let now = Instant::now();
         // Group the resources that ask for drift checks and hold a write of their own.
         let mut groups: HashMap<Group, (Duration, Vec<Arc<BasetenSecret>>)> = HashMap::new();
@@ -133,7 +139,10 @@ pub async fn run(
             if object.spec.suspend || object.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            let group = object.spec.team.clone().unwrap_or_default();
+            let group = (
+                key_identity(&object),
+                object.spec.team.clone().unwrap_or_default(),
+            );
             let entry = groups
                 .entry(group)
                 .or_insert_with(|| (interval, Vec::new()));
@@ -160,12 +169,16 @@ pub async fn run(
 /// Lists one group's team once and flags each drifted member.
 async fn check(
     ctx: &Context,
-    group: &str,
+    (_, team): &Group,
     members: &[Arc<BasetenSecret>],
     requeue: &UnboundedSender<ObjectRef<BasetenSecret>>,
 ) -> Result<(), ()> {
-    let wanted = (!group.is_empty()).then_some(group);
-    let team = match ctx.baseten.team(wanted).await {
+    // A key from a Secret is known once a reconcile has read it.
+    let Some(api_key) = members.first().and_then(|o| ctx.credentials.cached_for(o)) else {
+        return Ok(());
+    };
+    let wanted = (!team.is_empty()).then_some(team.as_str());
+    let team = match api_key.client.team(wanted).await {
         Ok(Some(team)) => team,
         // An unknown team shows as TeamNotFound on its resources.
         Ok(None) => return Ok(()),
@@ -174,7 +187,7 @@ async fn check(
             return Err(());
         }
     };
-    let listed = match ctx.baseten.list_in(Some(&team.id)).await {
+    let listed = match api_key.client.list_in(Some(&team.id)).await {
         Ok(listed) => listed,
         Err(error) => {
             warn!(error = %error, "drift check could not list secrets");
@@ -231,6 +244,7 @@ mod tests {
                 baseten_name: Some(name.into()),
                 suspend: false,
                 team: None,
+                api_key_ref: None,
                 deletion_policy: Default::default(),
                 update_policy: Default::default(),
                 refresh_interval: Some("1m".into()),

@@ -14,6 +14,9 @@ pub enum Error {
     /// The object lacks a field the API server always sets.
     #[error("object has no {0}")]
     MissingObjectKey(&'static str),
+    /// The remote delete cannot run; the resource's status says why and how to release it.
+    #[error("deleting the Baseten secret is blocked; see the resource's Ready condition")]
+    DeletionBlocked,
     /// Adding or removing the cleanup finalizer failed, or the step it wraps did.
     #[error(transparent)]
     Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
@@ -36,6 +39,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self.cause() {
             Self::Finalizer(_) => "finalizer",
+            Self::DeletionBlocked => "deletion_blocked",
             Self::Kube(_) => "kube",
             Self::Baseten(BasetenError::RateLimited { .. }) => "baseten_rate_limited",
             Self::Baseten(BasetenError::Unavailable { .. }) => "baseten_unavailable",

@@ -36,6 +36,15 @@ impl HashKey {
         Self(SecretBox::new(Box::new(derived)))
     }
 
+    /// A stable, non-reversible identity of the API key this was derived from, telling keys
+    /// apart in this process (never logged or stored).
+    pub fn fingerprint(&self) -> String {
+        let mut mac = HmacSha256::new_from_slice(self.0.expose_secret())
+            .expect("HMAC accepts keys of any length");
+        mac.update(b"fingerprint");
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
     /// The hash of writing `value` under `baseten_name`.
     pub fn synced_hash(&self, baseten_name: &str, value: &SecretString) -> String {
         let mut mac = HmacSha256::new_from_slice(self.0.expose_secret())

@@ -13,8 +13,8 @@ struct Maps {
     /// (namespace, Secret name) → names of BasetenSecrets reading it. Usually one, so a
     /// list rather than a set: 10 000 one-element sets cost a megabyte more.
     readers: HashMap<(String, String), Vec<String>>,
-    /// (namespace, BasetenSecret name) → Secret name it reads.
-    reads: HashMap<(String, String), String>,
+    /// (namespace, BasetenSecret name) → Secrets it reads.
+    reads: HashMap<(String, String), Vec<String>>,
     /// (namespace, Secret name) → the last resourceVersion the Secret watch delivered, for
     /// Secrets that have readers.
     versions: HashMap<(String, String), String>,
@@ -42,31 +42,38 @@ impl SecretIndex {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records that BasetenSecret `name` in `namespace` reads Secret `secret`.
-    pub fn register(&self, namespace: &str, name: &str, secret: &str) {
+    /// Records that BasetenSecret `name` in `namespace` reads the Secrets `secrets` (its
+    /// value's, and its API key's with apiKeyRef).
+    pub fn register(&self, namespace: &str, name: &str, secrets: &[&str]) {
         let mut maps = self.maps();
         let key = (namespace.to_string(), name.to_string());
-        if let Some(previous) = maps.reads.insert(key, secret.to_string()) {
-            if previous == secret {
-                return;
+        let now: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
+        let previous = maps.reads.get(&key).cloned().unwrap_or_default();
+        if previous == now {
+            return;
+        }
+        for old in previous.iter().filter(|old| !now.contains(old)) {
+            maps.drop_reader(namespace, old.clone(), name);
+        }
+        for secret in now.iter().filter(|s| !previous.contains(s)) {
+            let names = maps
+                .readers
+                .entry((namespace.to_string(), secret.clone()))
+                .or_default();
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
             }
-            maps.drop_reader(namespace, previous, name);
         }
-        let names = maps
-            .readers
-            .entry((namespace.to_string(), secret.to_string()))
-            .or_default();
-        if !names.iter().any(|n| n == name) {
-            names.push(name.to_string());
-        }
+        maps.reads.insert(key, now);
     }
 
     /// Forgets BasetenSecret `name` in `namespace`.
     pub fn forget(&self, namespace: &str, name: &str) {
         let mut maps = self.maps();
-        if let Some(secret) = maps
+        for secret in maps
             .reads
             .remove(&(namespace.to_string(), name.to_string()))
+            .unwrap_or_default()
         {
             maps.drop_reader(namespace, secret, name);
         }
@@ -142,13 +149,13 @@ mod tests {
     #[test]
     fn maps_secrets_to_their_readers_and_follows_changes() {
         let index = SecretIndex::default();
-        index.register("ml", "a", "creds");
-        index.register("ml", "b", "creds");
-        index.register("other", "a", "creds");
+        index.register("ml", "a", &["creds"]);
+        index.register("ml", "b", &["creds"]);
+        index.register("other", "a", &["creds"]);
         assert_eq!(names(index.readers("ml", "creds")), ["a", "b"]);
         assert_eq!(names(index.readers("other", "creds")), ["a"]);
 
-        index.register("ml", "a", "new-creds");
+        index.register("ml", "a", &["new-creds"]);
         assert_eq!(names(index.readers("ml", "creds")), ["b"]);
         assert_eq!(names(index.readers("ml", "new-creds")), ["a"]);
 
@@ -166,7 +173,7 @@ mod tests {
             None,
             "nobody reads it yet"
         );
-        index.register("ml", "a", "creds");
+        index.register("ml", "a", &["creds"]);
         index.saw("ml", "creds", Some("8"));
         assert_eq!(index.seen_version("ml", "creds").as_deref(), Some("8"));
         index.saw("ml", "unrelated", Some("9"));
@@ -177,7 +184,7 @@ mod tests {
             Some("8"),
             "a read never hides what the watch delivered"
         );
-        index.register("ml", "a", "other");
+        index.register("ml", "a", &["other"]);
         assert_eq!(
             index.seen_version("ml", "creds"),
             None,

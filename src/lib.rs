@@ -10,6 +10,7 @@ pub mod config;
 pub mod context;
 pub mod controller;
 pub mod crd;
+pub mod credentials;
 pub mod drift;
 pub mod error;
 pub mod hash;

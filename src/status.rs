@@ -34,6 +34,8 @@ pub enum Reason {
     Conflict,
     /// spec.team names no team the API key can see.
     TeamNotFound,
+    /// spec.apiKeyRef names a Secret or key that does not exist or holds no usable key.
+    ApiKeyNotFound,
     /// `updatePolicy: IfNotExists` and the name exists in Baseten, written by someone else.
     AlreadyExists,
     /// The resource is being deleted and its Baseten secret is being deleted.
@@ -57,6 +59,7 @@ impl Reason {
             Self::Suspended => "Suspended",
             Self::Conflict => "Conflict",
             Self::TeamNotFound => "TeamNotFound",
+            Self::ApiKeyNotFound => "ApiKeyNotFound",
             Self::AlreadyExists => "AlreadyExists",
             Self::Deleting => "Deleting",
             Self::DeletionBlocked => "DeletionBlocked",

@@ -6,7 +6,9 @@ mod common;
 
 use baseten_secrets_operator::crd::{DeletionPolicy, SecretKeyRef, UpdatePolicy};
 use baseten_secrets_operator::{BasetenSecret, BasetenSecretSpec};
-use common::operator::{Harness, OTHER_TEAM};
+use common::operator::{
+    API_KEY, Harness, OPERATOR_ORG, OTHER_TEAM, OperatorOptions, TENANT_KEY, TENANT_ORG,
+};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
@@ -36,6 +38,7 @@ fn spec_in(
         baseten_name: Some(baseten_name.into()),
         suspend: false,
         team: None,
+        api_key_ref: None,
         deletion_policy: deletion,
         update_policy: update,
         refresh_interval: None,
@@ -54,6 +57,7 @@ fn watched(baseten_name: &str, suspend: bool) -> serde_json::Value {
         baseten_name: Some(baseten_name.into()),
         suspend,
         team: None,
+        api_key_ref: None,
         deletion_policy: DeletionPolicy::Retain,
         update_policy: UpdatePolicy::Replace,
         refresh_interval: Some("1s".into()),
@@ -506,7 +510,8 @@ async fn drift_checks_push_again_what_vanished_or_was_recreated_with_one_list_pe
         .await;
     assert_eq!(repaired.id, by_hand.id, "an update, not another recreation");
     assert!(
-        h.wait_events("drift-b", 3)
+        // Synced, Suspended, Synced again, then the repair.
+        h.wait_events("drift-b", 4)
             .await
             .contains(&("Replaced".to_string(), "Warning".to_string()))
     );
@@ -530,4 +535,108 @@ async fn drift_checks_push_again_what_vanished_or_was_recreated_with_one_list_pe
         (3..=7).contains(&during),
         "{during} list calls in 5 s for two resources checked every second"
     );
+}
+
+#[tokio::test]
+async fn each_namespace_can_push_with_its_own_api_key() {
+    let h = Harness::start("life-apikey").await;
+    h.apply_secret("creds", &[("token", b"tenant value")], json!({}))
+        .await;
+    let mut spec = BasetenSecretSpec {
+        secret_ref: SecretKeyRef {
+            name: "creds".into(),
+            key: "token".into(),
+        },
+        baseten_name: Some("tenant-token".into()),
+        suspend: false,
+        team: None,
+        api_key_ref: None,
+        deletion_policy: DeletionPolicy::Retain,
+        update_policy: UpdatePolicy::Replace,
+        refresh_interval: None,
+    };
+    spec.api_key_ref = Some(SecretKeyRef {
+        name: "baseten-key".into(),
+        key: "apiKey".into(),
+    });
+    h.apply_bts("tenant", serde_json::to_value(&spec).unwrap(), json!({}))
+        .await
+        .unwrap();
+    let missing = h.wait_reason("tenant", "ApiKeyNotFound").await;
+    let message = &missing.ready_condition().unwrap().message;
+    assert!(message.contains("baseten-key"), "{message}");
+
+    // The key Secret appears: picked up by itself, written to the tenant's organisation.
+    h.apply_secret(
+        "baseten-key",
+        &[("apiKey", TENANT_KEY.as_bytes())],
+        json!({}),
+    )
+    .await;
+    h.wait_reason("tenant", "Synced").await;
+    let stored = h
+        .baseten_secret_of(TENANT_ORG, "tenant-token")
+        .await
+        .unwrap();
+    assert_eq!((stored.value.as_str(), stored.writes), ("tenant value", 1));
+    assert!(
+        h.baseten_secret_of(OPERATOR_ORG, "tenant-token")
+            .await
+            .is_none()
+    );
+
+    // Another key in the same Secret: written once with it, without a restart.
+    h.apply_secret("baseten-key", &[("apiKey", API_KEY.as_bytes())], json!({}))
+        .await;
+    h.wait_baseten("tenant-token", "the write with the new key", |s| {
+        s.value == "tenant value"
+    })
+    .await;
+    h.barrier().await;
+    assert_eq!(
+        h.baseten_secret_of(TENANT_ORG, "tenant-token")
+            .await
+            .unwrap()
+            .writes,
+        1
+    );
+
+    // A key Baseten refuses.
+    h.apply_secret("baseten-key", &[("apiKey", b"not-a-key")], json!({}))
+        .await;
+    h.wait_reason("tenant", "Unauthorized").await;
+    let logs = h.operator_logs();
+    assert!(!logs.contains(TENANT_KEY) && !logs.contains("not-a-key"));
+}
+
+#[tokio::test]
+async fn a_new_operator_key_file_is_used_without_a_restart() {
+    let mut h = Harness::start_with(
+        "life-keyfile",
+        OperatorOptions {
+            api_key: "refused-key".into(),
+            key_file: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    h.apply_secret("creds", &[("token", b"v")], json!({})).await;
+    h.apply_bts(
+        "keyed",
+        spec(
+            "creds",
+            "keyed",
+            DeletionPolicy::Retain,
+            UpdatePolicy::Replace,
+        ),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    h.wait_reason("keyed", "Unauthorized").await;
+    h.write_key_file(API_KEY);
+    h.wait_reason("keyed", "Synced").await;
+    assert_eq!(h.baseten_secret("keyed").await.unwrap().value, "v");
+    assert!(h.operator_running(), "no restart");
+    assert!(!h.operator_logs().contains("refused-key"));
 }

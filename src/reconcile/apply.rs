@@ -20,6 +20,7 @@ use crate::context::{Context, settled_inputs};
 use crate::crd::{
     BasetenSecret, BasetenSecretStatus, DeletionPolicy, FORCE_SYNC_ANNOTATION, UpdatePolicy,
 };
+use crate::credentials::ApiKey;
 use crate::drift::Drift;
 use crate::error::{Error, Result};
 use crate::status::{Outcome, Reason, Written};
@@ -76,8 +77,13 @@ pub async fn apply(
     name: &str,
 ) -> Result<Action> {
     let key_ref = &object.spec.secret_ref;
-    // Registered before the read, so a Secret change after it always triggers a reconcile.
-    ctx.index.register(namespace, name, &key_ref.name);
+    let api_key_secret = object.spec.api_key_ref.as_ref().map(|r| r.name.as_str());
+    // Registered before the reads, so a change of either Secret after them always triggers
+    // a reconcile.
+    let read_secrets: Vec<&str> = std::iter::once(key_ref.name.as_str())
+        .chain(api_key_secret)
+        .collect();
+    ctx.index.register(namespace, name, &read_secrets);
     if !object.spec.suspend
         && let Some(winner) = ctx
             .claims
@@ -109,12 +115,19 @@ pub async fn apply(
     let generation = object.metadata.generation.unwrap_or_default();
     let force_token = force_token(object);
     ctx.caught_up(object);
+    let key_version = ctx.credentials.key_version(&ctx.index, object);
     let inputs_unchanged = |settled: u64| {
         ctx.index
             .seen_version(namespace, &key_ref.name)
             .is_some_and(|version| {
                 settled
-                    == settled_inputs(&key_ref.name, &version, generation, force_token.as_deref())
+                    == settled_inputs(
+                        &key_ref.name,
+                        &version,
+                        key_version.as_deref(),
+                        generation,
+                        force_token.as_deref(),
+                    )
             })
     };
     let drift = ctx.recall(object).drift.map(|d| *d);
@@ -135,27 +148,36 @@ pub async fn apply(
         );
         (Pushed::Outcome(suspended, None), None)
     } else {
-        let read = read_value(&ctx.client, namespace, key_ref).await?;
-        if let Some(version) = &read.version {
-            // The watch may have delivered this Secret before this resource read it.
-            ctx.index.read_at(namespace, &key_ref.name, version);
-        }
-        let pushed = match read.value {
-            Err((reason, message)) => Pushed::Outcome(outcome(reason, message), None),
-            Ok(value) => {
-                push(
-                    object,
-                    ctx,
-                    &current,
-                    namespace,
-                    &value,
-                    force_token.clone(),
-                    drift.is_some(),
-                )
-                .await
+        match ctx
+            .credentials
+            .for_object(&ctx.client, &ctx.index, object)
+            .await?
+        {
+            Err((reason, message)) => (Pushed::Outcome(outcome(reason, message), None), None),
+            Ok(api_key) => {
+                let read = read_value(&ctx.client, namespace, key_ref).await?;
+                if let Some(version) = &read.version {
+                    // The watch may have delivered this Secret before this resource read it.
+                    ctx.index.read_at(namespace, &key_ref.name, version);
+                }
+                let pushed = match read.value {
+                    Err((reason, message)) => Pushed::Outcome(outcome(reason, message), None),
+                    Ok(value) => {
+                        push(
+                            object,
+                            ctx,
+                            &api_key,
+                            &current,
+                            &value,
+                            force_token.clone(),
+                            drift.is_some(),
+                        )
+                        .await
+                    }
+                };
+                (pushed, read.version)
             }
-        };
-        (pushed, read.version)
+        }
     };
     let (outcome, transient) = match pushed {
         Pushed::Waiting(left) => return Ok(Action::requeue(left)),
@@ -192,6 +214,7 @@ pub async fn apply(
             (reason, Some(secret_version)) if reason.is_ready() => Some(settled_inputs(
                 &key_ref.name,
                 &secret_version,
+                key_version.as_deref(),
                 generation,
                 force_token.as_deref(),
             )),
@@ -217,12 +240,13 @@ pub async fn apply(
 async fn push(
     object: &BasetenSecret,
     ctx: &Context,
+    api_key: &ApiKey,
     current: &BasetenSecretStatus,
-    namespace: &str,
     value: &SecretString,
     force_token: Option<String>,
     drifted: bool,
 ) -> Pushed {
+    let namespace = object.namespace().unwrap_or_default();
     let key_ref = &object.spec.secret_ref;
     let baseten_name = object.desired_baseten_name();
     // The team is part of what was written: moving to another team writes once. Without a
@@ -231,7 +255,7 @@ async fn push(
         None => baseten_name.clone(),
         Some(team) => format!("{baseten_name}\u{0}team={team}"),
     };
-    let synced_hash = ctx.hash_key.synced_hash(&hashed_name, value);
+    let synced_hash = api_key.hash_key.synced_hash(&hashed_name, value);
     let decision = decide(
         Some(current),
         &baseten_name,
@@ -277,7 +301,7 @@ async fn push(
 
     let team = match &object.spec.team {
         None => None,
-        Some(wanted) => match ctx.baseten.team(Some(wanted)).await {
+        Some(wanted) => match api_key.client.team(Some(wanted)).await {
             Ok(Some(team)) => Some(team),
             Ok(None) => {
                 let message = format!(
@@ -291,7 +315,7 @@ async fn push(
     let team_id = team.as_ref().map(|t| t.id.as_str());
 
     if object.spec.update_policy == UpdatePolicy::IfNotExists && decision == Decision::FirstWrite {
-        match find(ctx, team.as_ref(), &baseten_name).await {
+        match find(api_key, team.as_ref(), &baseten_name).await {
             Ok(Some(found)) => {
                 debug!("IfNotExists: the name exists in Baseten and was not written here");
                 let message = format!(
@@ -311,12 +335,17 @@ async fn push(
         }
     }
 
-    match ctx.baseten.upsert_in(team_id, &baseten_name, value).await {
+    match api_key
+        .client
+        .upsert_in(team_id, &baseten_name, value)
+        .await
+    {
         Ok(secret) => {
             ctx.remember(object, |memory| memory.retry = None);
             info!(?decision, baseten_name = %baseten_name, "wrote secret to Baseten");
             if let Some((old_team, old)) = abandoned(object, current, &secret, &baseten_name)
-                && let Err(error) = release_name(object, ctx, old_team.as_deref(), &old).await
+                && let Err(error) =
+                    release_name(object, ctx, api_key, old_team.as_deref(), &old).await
             {
                 // The status keeps the old name, so the next attempt deletes it again.
                 warn!(error = %error, "deleting the previous Baseten name failed");
@@ -372,17 +401,17 @@ fn failed(
 /// The Baseten secret named `baseten_name` (in Baseten's normalised sense) in `team`, or the
 /// key's default team, if it exists.
 async fn find(
-    ctx: &Context,
+    api_key: &ApiKey,
     team: Option<&TeamV1>,
     baseten_name: &str,
 ) -> Result<Option<SecretV1>, BasetenError> {
     let scope = match team {
         Some(team) => Some(team.clone()),
-        None => ctx.baseten.team(None).await?,
+        None => api_key.client.team(None).await?,
     };
     let wanted = normalised_name(baseten_name);
-    Ok(ctx
-        .baseten
+    Ok(api_key
+        .client
         .list_in(scope.as_ref().map(|t| t.id.as_str()))
         .await?
         .into_iter()

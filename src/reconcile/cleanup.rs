@@ -11,6 +11,7 @@ use crate::baseten::{BasetenError, Deleted};
 use crate::claims::{Claimant, Target};
 use crate::context::Context;
 use crate::crd::{BasetenSecret, CLEANUP_FINALIZER, DeletionPolicy, SKIP_REMOTE_DELETE_ANNOTATION};
+use crate::credentials::ApiKey;
 use crate::error::{Error, Result};
 use crate::status::{Outcome, Reason};
 
@@ -28,6 +29,7 @@ pub enum Released {
 pub async fn release_name(
     object: &BasetenSecret,
     ctx: &Context,
+    api_key: &ApiKey,
     team_name: Option<&str>,
     baseten_name: &str,
 ) -> Result<Released, BasetenError> {
@@ -41,15 +43,15 @@ pub async fn release_name(
     // The team the name was written to, as Baseten named it in its answer.
     let team_id = match team_name {
         None => None,
-        Some(team_name) => match ctx.baseten.team(Some(team_name)).await? {
+        Some(team_name) => match api_key.client.team(Some(team_name)).await? {
             Some(team) if team.default => None,
             Some(team) => Some(team.id),
             // A team that is gone took its secrets with it.
             None => return Ok(Released::Deleted(Deleted::AlreadyGone)),
         },
     };
-    let deleted = ctx
-        .baseten
+    let deleted = api_key
+        .client
         .delete_in(team_id.as_deref(), baseten_name)
         .await?;
     info!(baseten_name = %baseten_name, ?deleted, "deleted secret in Baseten");
@@ -96,7 +98,35 @@ pub async fn cleanup(
         // A reconcile that saw the object before the finalizer's removal reached the cache.
         return Ok(Action::await_change());
     }
-    match release_name(object, ctx, current.team_name.as_deref(), &written).await {
+    let api_key = match ctx
+        .credentials
+        .for_object(&ctx.client, &ctx.index, object)
+        .await?
+    {
+        Ok(api_key) => api_key,
+        Err((_, cause)) => {
+            let outcome = Outcome {
+                reason: Reason::DeletionBlocked,
+                message: format!(
+                    "deleting Baseten secret {written:?} needs the API key: {cause}. To let the resource go without deleting it, annotate it {SKIP_REMOTE_DELETE_ANNOTATION}=true"
+                ),
+                written: None,
+                force_sync_token: None,
+                found: None,
+            };
+            record(object, ctx, &current, namespace, name, &outcome).await?;
+            return Err(Error::DeletionBlocked);
+        }
+    };
+    match release_name(
+        object,
+        ctx,
+        &api_key,
+        current.team_name.as_deref(),
+        &written,
+    )
+    .await
+    {
         Ok(_) => {
             ctx.remember(object, |memory| {
                 memory.deleted = Some(written.into_boxed_str())

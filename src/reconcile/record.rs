@@ -189,6 +189,7 @@ mod tests {
                 baseten_name: None,
                 suspend: false,
                 team: None,
+                api_key_ref: None,
                 deletion_policy: Default::default(),
                 update_policy: Default::default(),
                 refresh_interval: None,

@@ -17,6 +17,13 @@ use testenv::Supervised;
 /// The API key the emulator accepts in these tests.
 pub const API_KEY: &str = "test-key-5f2c9d7e1a";
 
+/// Another organisation's API key the emulator accepts (a tenant's own workspace).
+pub const TENANT_KEY: &str = "tenant-key-8c41e02b93";
+
+/// The emulator's labels of the two organisations.
+pub const OPERATOR_ORG: &str = "key-1";
+pub const TENANT_ORG: &str = "key-2";
+
 /// A team the emulator has besides the default team.
 pub const OTHER_TEAM: &str = "ML Platform";
 
@@ -81,6 +88,8 @@ pub struct OperatorOptions {
     pub rust_log: String,
     /// --log-format for the operator.
     pub log_format: &'static str,
+    /// Pass the API key in a file (--api-key-file) instead of the environment.
+    pub key_file: bool,
 }
 
 impl Default for OperatorOptions {
@@ -89,6 +98,7 @@ impl Default for OperatorOptions {
             api_key: API_KEY.into(),
             rust_log: "info,baseten_secrets_operator=debug".into(),
             log_format: "text",
+            key_file: false,
         }
     }
 }
@@ -119,7 +129,7 @@ impl Harness {
         let emulator = baseten_emulator::spawn(
             "127.0.0.1:0".parse().unwrap(),
             baseten_emulator::Config {
-                api_keys: vec![API_KEY.into()],
+                api_keys: vec![API_KEY.into(), TENANT_KEY.into()],
                 teams: vec![OTHER_TEAM.into()],
                 ..Default::default()
             },
@@ -148,10 +158,21 @@ impl Harness {
         self.starts += 1;
         let log = self.log_path(self.starts);
         let mut env: Vec<(&str, &str)> = vec![
-            ("BASETEN_API_KEY", &self.options.api_key),
             ("RUST_LOG", &self.options.rust_log),
             (testenv::SESSION_ENV, "test"),
         ];
+        let mut args = vec![
+            format!("--watch-namespace={}", self.ns),
+            format!("--baseten-url={}", self.emulator.url()),
+            format!("--log-format={}", self.options.log_format),
+            "--concurrency=4".into(),
+        ];
+        if self.options.key_file {
+            self.write_key_file(&self.options.api_key);
+            args.push(format!("--api-key-file={}", self.key_file_path().display()));
+        } else {
+            env.push(("BASETEN_API_KEY", &self.options.api_key));
+        }
         let kubeconfig = self
             .dir
             .path()
@@ -161,18 +182,25 @@ impl Harness {
         env.push(("KUBECONFIG", &kubeconfig));
         let operator = Supervised::spawn_with_env(
             &PathBuf::from(env!("CARGO_BIN_EXE_baseten-secrets-operator")),
-            &[
-                format!("--watch-namespace={}", self.ns),
-                format!("--baseten-url={}", self.emulator.url()),
-                format!("--log-format={}", self.options.log_format),
-                "--concurrency=4".into(),
-            ],
+            &args,
             &env,
             &log,
             None,
         )
         .expect("start operator");
         self.operator = Some(operator);
+    }
+
+    fn key_file_path(&self) -> PathBuf {
+        self.dir.path().join("api-key")
+    }
+
+    /// Writes the operator's API key file (with `key_file`), replacing it atomically as a
+    /// mounted Secret is.
+    pub fn write_key_file(&self, key: &str) {
+        let staged = self.dir.path().join("api-key.new");
+        std::fs::write(&staged, format!("{key}\n")).unwrap();
+        std::fs::rename(&staged, self.key_file_path()).unwrap();
     }
 
     /// Whether the operator process is still running.
@@ -366,9 +394,9 @@ impl Harness {
         self.admin_get("/_admin/requests").await
     }
 
-    /// The emulator's record of one secret of the default team, by exact name.
+    /// The emulator's record of one secret of the operator's default team, by exact name.
     pub async fn baseten_secret(&self, name: &str) -> Option<AdminSecret> {
-        self.baseten_secret_in("Default Team", name).await
+        self.baseten_secret_of(OPERATOR_ORG, name).await
     }
 
     /// The emulator's record of one secret of team `team_name`, by exact name.
@@ -376,7 +404,15 @@ impl Harness {
         self.baseten_secrets()
             .await
             .into_iter()
-            .find(|s| s.name == name && s.team_name == team_name)
+            .find(|s| s.name == name && s.team_name == team_name && s.api_key_id == OPERATOR_ORG)
+    }
+
+    /// The emulator's record of one secret of organisation `org` (default team), by name.
+    pub async fn baseten_secret_of(&self, org: &str, name: &str) -> Option<AdminSecret> {
+        self.baseten_secrets()
+            .await
+            .into_iter()
+            .find(|s| s.name == name && s.api_key_id == org && s.team_name == "Default Team")
     }
 
     /// The id of team `team_name` in the emulator.

@@ -379,6 +379,7 @@ fn spec_for(name: &str) -> BasetenSecretSpec {
         baseten_name: None,
         suspend: false,
         team: None,
+        api_key_ref: None,
         deletion_policy: Default::default(),
         update_policy: Default::default(),
         refresh_interval: None,

@@ -1,0 +1,245 @@
+//! Which Baseten API key a resource writes with: the operator's own (from its key file or
+//! environment, reloaded when the file changes), or the one in a Secret of the resource's
+//! namespace named by `spec.apiKeyRef`, cached by that Secret's resourceVersion.
+//!
+//! One client per distinct key, shared by every resource using it, so Baseten's 100
+//! requests/s per key are paced by one limiter however many namespaces hold the key.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use futures::channel::mpsc::UnboundedSender;
+use tracing::{info, warn};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::Api;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::baseten::BasetenClient;
+use crate::crd::BasetenSecret;
+use crate::error::Result;
+use crate::hash::HashKey;
+use crate::index::SecretIndex;
+use crate::reconcile::value::{Unusable, extract_value};
+use crate::status::Reason;
+
+/// One API key: its client (with the key's rate limiter) and the key of its synced hashes.
+#[derive(Debug)]
+pub struct ApiKey {
+    /// The Baseten client authenticating with this key.
+    pub client: BasetenClient,
+    /// Key of the synced-hash HMAC, derived from this API key.
+    pub hash_key: HashKey,
+}
+
+impl ApiKey {
+    fn new(base_url: &str, key: &SecretString) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: BasetenClient::new(base_url, key)?,
+            hash_key: HashKey::derive(key),
+        })
+    }
+}
+
+type SecretKey = (String, String, String);
+
+/// How often the operator's API key file is read again for a new key.
+pub const KEY_FILE_POLL: Duration = Duration::from_secs(5);
+
+/// The API keys in use.
+pub struct Credentials {
+    base_url: String,
+    operator: RwLock<Arc<ApiKey>>,
+    /// Counts changes of the operator's key; part of what a settled reconcile had read.
+    operator_generation: AtomicU64,
+    /// Live keys by their hash key's fingerprint, so equal keys share one client.
+    live: Mutex<HashMap<String, Weak<ApiKey>>>,
+    /// (namespace, Secret, key) → the Secret's resourceVersion when read, and its key.
+    from_secrets: Mutex<HashMap<SecretKey, (String, Arc<ApiKey>)>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Credentials {
+    /// Credentials with the operator's own key.
+    pub fn new(base_url: &str, operator_key: &SecretString) -> anyhow::Result<Self> {
+        Ok(Self {
+            base_url: base_url.to_string(),
+            operator: RwLock::new(Arc::new(ApiKey::new(base_url, operator_key)?)),
+            operator_generation: AtomicU64::new(0),
+            live: Mutex::default(),
+            from_secrets: Mutex::default(),
+        })
+    }
+
+    /// The operator's own key.
+    pub fn operator(&self) -> Arc<ApiKey> {
+        self.operator
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the operator's own key (its file changed).
+    pub fn set_operator(&self, key: &SecretString) -> anyhow::Result<()> {
+        let key = self.shared(key)?;
+        *self.operator.write().unwrap_or_else(|p| p.into_inner()) = key;
+        self.operator_generation.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Which version of its key `object` uses, for the settled-inputs fingerprint: the
+    /// key Secret's resourceVersion as the watch saw it, or the operator key's generation.
+    pub fn key_version(&self, index: &SecretIndex, object: &BasetenSecret) -> Option<String> {
+        match &object.spec.api_key_ref {
+            Some(key_ref) => {
+                index.seen_version(&object.namespace().unwrap_or_default(), &key_ref.name)
+            }
+            None => Some(format!(
+                "operator-{}",
+                self.operator_generation.load(Ordering::SeqCst)
+            )),
+        }
+    }
+
+    /// The one live `ApiKey` for `key`.
+    fn shared(&self, key: &SecretString) -> anyhow::Result<Arc<ApiKey>> {
+        let id = HashKey::derive(key).fingerprint();
+        let mut live = lock(&self.live);
+        live.retain(|_, weak| weak.strong_count() > 0);
+        if let Some(existing) = live.get(&id).and_then(Weak::upgrade) {
+            return Ok(existing);
+        }
+        let created = Arc::new(ApiKey::new(&self.base_url, key)?);
+        live.insert(id, Arc::downgrade(&created));
+        Ok(created)
+    }
+
+    /// The key `object` writes with, or why it has none (reason ApiKeyNotFound). A key from
+    /// a Secret is read again only when the Secret watch saw a new version of it.
+    pub async fn for_object(
+        &self,
+        client: &kube::Client,
+        index: &SecretIndex,
+        object: &BasetenSecret,
+    ) -> Result<std::result::Result<Arc<ApiKey>, Unusable>> {
+        let Some(key_ref) = &object.spec.api_key_ref else {
+            return Ok(Ok(self.operator()));
+        };
+        let namespace = object.namespace().unwrap_or_default();
+        let cache_key = (namespace.clone(), key_ref.name.clone(), key_ref.key.clone());
+        let seen = index.seen_version(&namespace, &key_ref.name);
+        if let Some((version, key)) = lock(&self.from_secrets).get(&cache_key)
+            && seen.as_deref() == Some(version.as_str())
+        {
+            return Ok(Ok(key.clone()));
+        }
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+        let Some(secret) = secrets.get_opt(&key_ref.name).await? else {
+            lock(&self.from_secrets).remove(&cache_key);
+            return Ok(Err((
+                Reason::ApiKeyNotFound,
+                format!(
+                    "Secret {namespace}/{} named by spec.apiKeyRef does not exist; create it with the Baseten API key under {:?}",
+                    key_ref.name, key_ref.key
+                ),
+            )));
+        };
+        let version = secret.metadata.resource_version.clone().unwrap_or_default();
+        index.read_at(&namespace, &key_ref.name, &version);
+        let key = match extract_value(&secret, key_ref, &namespace) {
+            Ok(key) if !key.expose_secret().trim().is_empty() => {
+                SecretString::from(key.expose_secret().trim().to_string())
+            }
+            Ok(_) => {
+                return Ok(Err((
+                    Reason::ApiKeyNotFound,
+                    format!(
+                        "key {:?} of Secret {namespace}/{} (spec.apiKeyRef) is empty",
+                        key_ref.key, key_ref.name
+                    ),
+                )));
+            }
+            Err((_, message)) => {
+                return Ok(Err((
+                    Reason::ApiKeyNotFound,
+                    format!("spec.apiKeyRef: {message}"),
+                )));
+            }
+        };
+        let key = match self.shared(&key) {
+            Ok(key) => key,
+            Err(_) => {
+                return Ok(Err((
+                    Reason::ApiKeyNotFound,
+                    format!(
+                        "key {:?} of Secret {namespace}/{} (spec.apiKeyRef) is not a usable API key (characters not allowed in an HTTP header)",
+                        key_ref.key, key_ref.name
+                    ),
+                )));
+            }
+        };
+        lock(&self.from_secrets).insert(cache_key, (version, key.clone()));
+        Ok(Ok(key))
+    }
+
+    /// The key a drift check of `object` uses: the operator's, or the cached one of its
+    /// `apiKeyRef` (`None` until a reconcile has read it).
+    pub fn cached_for(&self, object: &BasetenSecret) -> Option<Arc<ApiKey>> {
+        let Some(key_ref) = &object.spec.api_key_ref else {
+            return Some(self.operator());
+        };
+        let cache_key = (
+            object.namespace().unwrap_or_default(),
+            key_ref.name.clone(),
+            key_ref.key.clone(),
+        );
+        lock(&self.from_secrets)
+            .get(&cache_key)
+            .map(|(_, key)| key.clone())
+    }
+}
+
+/// Reads the operator's API key file every [`KEY_FILE_POLL`]; a new key replaces the old one
+/// and every resource is reconciled (each writes once: its synced hash is keyed by the key).
+/// A mounted Secret's file changes in place when the Secret does, without a restart.
+pub async fn follow_key_file(
+    path: PathBuf,
+    credentials: Arc<crate::context::Context>,
+    changed: UnboundedSender<()>,
+) {
+    let mut current = credentials.credentials.operator().hash_key.fingerprint();
+    loop {
+        tokio::time::sleep(KEY_FILE_POLL).await;
+        let Ok(text) = tokio::fs::read_to_string(&path).await else {
+            warn!(path = %path.display(), "cannot read the API key file; keeping the current key");
+            continue;
+        };
+        let key = SecretString::from(text.trim().to_string());
+        if key.expose_secret().is_empty() {
+            warn!(path = %path.display(), "the API key file is empty; keeping the current key");
+            continue;
+        }
+        let fingerprint = HashKey::derive(&key).fingerprint();
+        if fingerprint == current {
+            continue;
+        }
+        match credentials.credentials.set_operator(&key) {
+            Ok(()) => {
+                current = fingerprint;
+                info!(path = %path.display(), "the API key file changed; writing with the new key");
+                let _ = changed.unbounded_send(());
+            }
+            Err(_) => warn!(
+                path = %path.display(),
+                "the new API key has characters not allowed in an HTTP header; keeping the current key"
+            ),
+        }
+    }
+}
