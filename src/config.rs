@@ -7,6 +7,7 @@ use clap::{Parser, ValueEnum};
 use secrecy::SecretString;
 
 use crate::baseten::DEFAULT_BASE_URL;
+use crate::selector::SecretSelector;
 
 /// Environment variable holding the Baseten API key (used when --api-key-file is not given).
 pub const API_KEY_ENV: &str = "BASETEN_API_KEY";
@@ -43,6 +44,10 @@ pub struct Args {
     #[arg(long, env = "CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
 
+    /// Only Secrets matching this label selector (such as baseten.co/push=true) are watched and read; a resource naming any other Secret shows SecretNotAllowed. All Secrets when absent.
+    #[arg(long, env = "SECRET_LABEL_SELECTOR")]
+    pub secret_label_selector: Option<String>,
+
     /// Log format; json when running in a cluster, text otherwise, unless set.
     #[arg(long, env = "LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -63,6 +68,8 @@ pub struct Config {
     pub concurrency: u16,
     /// Log format.
     pub log_format: LogFormat,
+    /// Labels a Secret needs to be read; any Secret when `None`.
+    pub secret_selector: Option<SecretSelector>,
 }
 
 impl std::fmt::Debug for Config {
@@ -73,6 +80,10 @@ impl std::fmt::Debug for Config {
             .field("watch_namespace", &self.watch_namespace)
             .field("concurrency", &self.concurrency)
             .field("log_format", &self.log_format)
+            .field(
+                "secret_selector",
+                &self.secret_selector.as_ref().map(|s| &s.text),
+            )
             .finish()
     }
 }
@@ -85,8 +96,14 @@ impl Config {
             api_key_file,
             watch_namespace,
             concurrency,
+            secret_label_selector,
             log_format,
         } = args;
+        let secret_selector = secret_label_selector
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| SecretSelector::parse(&s))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--secret-label-selector: {e}"))?;
         if !(baseten_url.starts_with("https://") || baseten_url.starts_with("http://")) {
             bail!("--baseten-url must start with https:// or http://");
         }
@@ -114,6 +131,7 @@ impl Config {
             watch_namespace: watch_namespace.filter(|ns| !ns.is_empty()),
             concurrency,
             log_format,
+            secret_selector,
         })
     }
 }
@@ -131,6 +149,7 @@ mod tests {
             watch_namespace: None,
             concurrency: 1,
             log_format: LogFormat::Text,
+            secret_selector: None,
         };
         let shown = format!("{config:?}");
         assert!(!shown.contains("sk-very-secret"));

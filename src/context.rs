@@ -12,6 +12,7 @@ use crate::credentials::Credentials;
 use crate::drift::Drift;
 use crate::index::SecretIndex;
 use crate::reconcile::retry::Retry;
+use crate::selector::SecretSelector;
 
 /// Field manager of the operator's status writes, and the events' reporting controller.
 pub const FIELD_MANAGER: &str = "baseten-secrets-operator";
@@ -72,6 +73,8 @@ pub struct Context {
     pub index: SecretIndex,
     /// Who claims which Baseten secret.
     pub claims: Claims,
+    /// Labels a Secret needs to be read (`--secret-label-selector`).
+    pub secret_selector: Option<SecretSelector>,
     /// Who publishes the events: this pod's name, else the controller's.
     pub event_instance: String,
     memory: Mutex<HashMap<ObjectRef<BasetenSecret>, Memory>>,
@@ -80,10 +83,16 @@ pub struct Context {
 impl Context {
     /// Builds the context: the API keys, an empty index, claims and memory; events report `instance` (the pod name) as their
     /// source.
-    pub fn new(client: kube::Client, credentials: Credentials, instance: Option<String>) -> Self {
+    pub fn new(
+        client: kube::Client,
+        credentials: Credentials,
+        secret_selector: Option<SecretSelector>,
+        instance: Option<String>,
+    ) -> Self {
         Self {
             client,
             credentials,
+            secret_selector,
             index: SecretIndex::default(),
             claims: Claims::default(),
             event_instance: instance.unwrap_or_else(|| FIELD_MANAGER.to_string()),

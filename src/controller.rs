@@ -86,6 +86,7 @@ pub async fn run(
     let ctx = Arc::new(Context::new(
         client.clone(),
         Credentials::new(&config.baseten_url, &config.api_key)?,
+        config.secret_selector.clone(),
         std::env::var("POD_NAME").ok(),
     ));
 
@@ -137,6 +138,11 @@ pub async fn run(
             key_changed,
         ))
     });
+    // With a selector, the watch sees only Secrets that may be read.
+    let secrets_config = match &config.secret_selector {
+        Some(selector) => watch_config().labels(&selector.text),
+        None => watch_config(),
+    };
     let drift = tokio::spawn(crate::drift::run(
         ctx.clone(),
         controller.store(),
@@ -150,7 +156,7 @@ pub async fn run(
     controller
         // Secrets are watched by metadata only (the API type is PartialObjectMeta): no
         // payload is ever sent to or cached in this process by the watch.
-        .watches(secrets, watch_config(), mapper)
+        .watches(secrets, secrets_config, mapper)
         .reconcile_on(requeued)
         .reconcile_all_on(key_changes)
         .with_config(controller::Config::default().concurrency(config.concurrency))

@@ -167,7 +167,7 @@ pub struct BasetenSecretStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Current state. "Ready" is True when Baseten holds the current value of the key; its reason is Synced or AlreadyExists when True, else one of SecretNotFound, KeyNotFound, InvalidValue, Unauthorized, BasetenRejected, BasetenUnavailable, RateLimited, Suspended, Conflict (an older resource targets the same Baseten secret and wins), TeamNotFound, ApiKeyNotFound, Deleting, DeletionBlocked.
+    /// Current state. "Ready" is True when Baseten holds the current value of the key; its reason is Synced or AlreadyExists when True, else one of SecretNotFound, KeyNotFound, InvalidValue, Unauthorized, BasetenRejected, BasetenUnavailable, RateLimited, Suspended, Conflict (an older resource targets the same Baseten secret and wins), TeamNotFound, ApiKeyNotFound, SecretNotAllowed (the Secret lacks the labels the operator requires), Deleting, DeletionBlocked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

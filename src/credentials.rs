@@ -24,7 +24,8 @@ use crate::crd::BasetenSecret;
 use crate::error::Result;
 use crate::hash::HashKey;
 use crate::index::SecretIndex;
-use crate::reconcile::value::{Unusable, extract_value};
+use crate::reconcile::value::{Unusable, extract_value, not_allowed};
+use crate::selector::SecretSelector;
 use crate::status::Reason;
 
 /// One API key: its client (with the key's rate limiter) and the key of its synced hashes.
@@ -127,6 +128,7 @@ impl Credentials {
         &self,
         client: &kube::Client,
         index: &SecretIndex,
+        selector: Option<&SecretSelector>,
         object: &BasetenSecret,
     ) -> Result<std::result::Result<Arc<ApiKey>, Unusable>> {
         let Some(key_ref) = &object.spec.api_key_ref else {
@@ -153,6 +155,9 @@ impl Credentials {
         };
         let version = secret.metadata.resource_version.clone().unwrap_or_default();
         index.read_at(&namespace, &key_ref.name, &version);
+        if let Some(refused) = not_allowed(selector, &secret, &namespace) {
+            return Ok(Err(refused));
+        }
         let key = match extract_value(&secret, key_ref, &namespace) {
             Ok(key) if !key.expose_secret().trim().is_empty() => {
                 SecretString::from(key.expose_secret().trim().to_string())

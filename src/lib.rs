@@ -17,6 +17,7 @@ pub mod hash;
 pub mod index;
 pub mod process;
 pub mod reconcile;
+pub mod selector;
 pub mod status;
 pub mod telemetry;
 

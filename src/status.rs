@@ -34,6 +34,8 @@ pub enum Reason {
     Conflict,
     /// spec.team names no team the API key can see.
     TeamNotFound,
+    /// The Secret lacks the labels `--secret-label-selector` requires; it is not read.
+    SecretNotAllowed,
     /// spec.apiKeyRef names a Secret or key that does not exist or holds no usable key.
     ApiKeyNotFound,
     /// `updatePolicy: IfNotExists` and the name exists in Baseten, written by someone else.
@@ -60,6 +62,7 @@ impl Reason {
             Self::Conflict => "Conflict",
             Self::TeamNotFound => "TeamNotFound",
             Self::ApiKeyNotFound => "ApiKeyNotFound",
+            Self::SecretNotAllowed => "SecretNotAllowed",
             Self::AlreadyExists => "AlreadyExists",
             Self::Deleting => "Deleting",
             Self::DeletionBlocked => "DeletionBlocked",

@@ -640,3 +640,46 @@ async fn a_new_operator_key_file_is_used_without_a_restart() {
     assert!(h.operator_running(), "no restart");
     assert!(!h.operator_logs().contains("refused-key"));
 }
+
+#[tokio::test]
+async fn with_a_label_selector_only_opted_in_secrets_are_read() {
+    let h = Harness::start_with(
+        "life-selector",
+        OperatorOptions {
+            secret_label_selector: Some("baseten.co/push=true".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    h.apply_secret("private", &[("token", b"never pushed")], json!({}))
+        .await;
+    h.apply_bts(
+        "curious",
+        spec(
+            "private",
+            "curious",
+            DeletionPolicy::Retain,
+            UpdatePolicy::Replace,
+        ),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    let refused = h.wait_reason("curious", "SecretNotAllowed").await;
+    let message = &refused.ready_condition().unwrap().message;
+    assert!(message.contains("baseten.co/push=true"), "{message}");
+    assert_eq!(h.upsert_requests().await, 0);
+
+    // Opting the Secret in is a change the operator sees by itself.
+    h.apply_secret(
+        "private",
+        &[("token", b"now allowed")],
+        json!({"baseten.co/push": "true"}),
+    )
+    .await;
+    h.wait_reason("curious", "Synced").await;
+    assert_eq!(
+        h.baseten_secret("curious").await.unwrap().value,
+        "now allowed"
+    );
+}

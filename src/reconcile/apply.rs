@@ -150,12 +150,23 @@ pub async fn apply(
     } else {
         match ctx
             .credentials
-            .for_object(&ctx.client, &ctx.index, object)
+            .for_object(
+                &ctx.client,
+                &ctx.index,
+                ctx.secret_selector.as_ref(),
+                object,
+            )
             .await?
         {
             Err((reason, message)) => (Pushed::Outcome(outcome(reason, message), None), None),
             Ok(api_key) => {
-                let read = read_value(&ctx.client, namespace, key_ref).await?;
+                let read = read_value(
+                    &ctx.client,
+                    namespace,
+                    key_ref,
+                    ctx.secret_selector.as_ref(),
+                )
+                .await?;
                 if let Some(version) = &read.version {
                     // The watch may have delivered this Secret before this resource read it.
                     ctx.index.read_at(namespace, &key_ref.name, version);

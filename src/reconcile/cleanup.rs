@@ -100,7 +100,12 @@ pub async fn cleanup(
     }
     let api_key = match ctx
         .credentials
-        .for_object(&ctx.client, &ctx.index, object)
+        .for_object(
+            &ctx.client,
+            &ctx.index,
+            ctx.secret_selector.as_ref(),
+            object,
+        )
         .await?
     {
         Ok(api_key) => api_key,

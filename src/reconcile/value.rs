@@ -7,6 +7,7 @@ use secrecy::SecretString;
 
 use crate::crd::SecretKeyRef;
 use crate::error::Result;
+use crate::selector::SecretSelector;
 use crate::status::Reason;
 
 /// Why a value cannot be used: a user's problem to report in status, not an error.
@@ -66,6 +67,7 @@ pub async fn read_value(
     client: &kube::Client,
     namespace: &str,
     key_ref: &SecretKeyRef,
+    selector: Option<&SecretSelector>,
 ) -> Result<Read> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let Some(secret) = secrets.get_opt(&key_ref.name).await? else {
@@ -80,9 +82,34 @@ pub async fn read_value(
             )),
         });
     };
+    if let Some(refused) = not_allowed(selector, &secret, namespace) {
+        return Ok(Read {
+            version: secret.metadata.resource_version.clone(),
+            value: Err(refused),
+        });
+    }
     Ok(Read {
         version: secret.metadata.resource_version.clone(),
         value: extract_value(&secret, key_ref, namespace),
+    })
+}
+
+/// Why `secret` may not be read, when the operator requires labels it lacks.
+pub fn not_allowed(
+    selector: Option<&SecretSelector>,
+    secret: &Secret,
+    namespace: &str,
+) -> Option<Unusable> {
+    let selector = selector?;
+    (!selector.matches(secret.metadata.labels.as_ref())).then(|| {
+        (
+            Reason::SecretNotAllowed,
+            format!(
+                "Secret {namespace}/{} may not be pushed: this operator reads only Secrets matching the label selector {:?}; label the Secret to allow it",
+                secret.metadata.name.as_deref().unwrap_or_default(),
+                selector.text
+            ),
+        )
     })
 }
 

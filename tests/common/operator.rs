@@ -90,6 +90,8 @@ pub struct OperatorOptions {
     pub log_format: &'static str,
     /// Pass the API key in a file (--api-key-file) instead of the environment.
     pub key_file: bool,
+    /// --secret-label-selector, when set.
+    pub secret_label_selector: Option<String>,
 }
 
 impl Default for OperatorOptions {
@@ -99,6 +101,7 @@ impl Default for OperatorOptions {
             rust_log: "info,baseten_secrets_operator=debug".into(),
             log_format: "text",
             key_file: false,
+            secret_label_selector: None,
         }
     }
 }
@@ -167,6 +170,9 @@ impl Harness {
             format!("--log-format={}", self.options.log_format),
             "--concurrency=4".into(),
         ];
+        if let Some(selector) = &self.options.secret_label_selector {
+            args.push(format!("--secret-label-selector={selector}"));
+        }
         if self.options.key_file {
             self.write_key_file(&self.options.api_key);
             args.push(format!("--api-key-file={}", self.key_file_path().display()));
