@@ -242,6 +242,24 @@ impl RateLimiter {
     }
 }
 
+/// How a client reaches Baseten.
+#[derive(Clone, Debug)]
+pub struct Transport {
+    /// Time allowed for one request, connection included.
+    pub request_timeout: Duration,
+    /// CA certificates trusted besides the system's (a corporate proxy's, a test CA).
+    pub extra_roots: Vec<reqwest::Certificate>,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Self {
+            request_timeout: REQUEST_TIMEOUT,
+            extra_roots: Vec::new(),
+        }
+    }
+}
+
 /// A client for one Baseten API key.
 #[derive(Clone, Debug)]
 pub struct BasetenClient {
@@ -255,6 +273,15 @@ pub struct BasetenClient {
 impl BasetenClient {
     /// Builds a client for `base_url` authenticating with `api_key`.
     pub fn new(base_url: &str, api_key: &SecretString) -> anyhow::Result<Self> {
+        Self::with_transport(base_url, api_key, &Transport::default())
+    }
+
+    /// Like [`BasetenClient::new`], with transport options.
+    pub fn with_transport(
+        base_url: &str,
+        api_key: &SecretString,
+        transport: &Transport,
+    ) -> anyhow::Result<Self> {
         let mut authorization = HeaderValue::from_str(&format!(
             "Api-Key {}",
             api_key.expose_secret()
@@ -265,8 +292,9 @@ impl BasetenClient {
         // Keeps the header out of hyper's and reqwest's debug output.
         authorization.set_sensitive(true);
         let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(transport.request_timeout)
             .connect_timeout(CONNECT_TIMEOUT)
+            .tls_certs_merge(transport.extra_roots.iter().cloned())
             .user_agent(concat!(
                 "baseten-secrets-operator/",
                 env!("CARGO_PKG_VERSION")

@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use secrecy::SecretString;
 
-use crate::baseten::DEFAULT_BASE_URL;
+use crate::baseten::{DEFAULT_BASE_URL, Transport};
 use crate::selector::SecretSelector;
 
 /// Environment variable holding the Baseten API key (used when --api-key-file is not given).
@@ -31,6 +31,14 @@ pub struct Args {
     /// Base URL of Baseten's management API.
     #[arg(long, env = "BASETEN_URL", default_value = DEFAULT_BASE_URL)]
     pub baseten_url: String,
+
+    /// PEM file of CA certificates to trust for Baseten besides the system's (for example a corporate proxy's).
+    #[arg(long, env = "BASETEN_CA_FILE")]
+    pub baseten_ca_file: Option<PathBuf>,
+
+    /// Time allowed for one Baseten request, connection included (seconds).
+    #[arg(long, env = "BASETEN_TIMEOUT_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub baseten_timeout_seconds: u64,
 
     /// File holding the Baseten API key (for example a mounted Secret). Overrides BASETEN_API_KEY.
     #[arg(long, env = "BASETEN_API_KEY_FILE")]
@@ -57,6 +65,8 @@ pub struct Args {
 pub struct Config {
     /// Base URL of Baseten's management API, without a trailing slash.
     pub baseten_url: String,
+    /// Timeout and extra trusted CAs for Baseten.
+    pub transport: Transport,
     /// The Baseten API key.
     pub api_key: SecretString,
     /// The file it was read from, followed for changes; `None` when it came from the
@@ -76,6 +86,8 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("baseten_url", &self.baseten_url)
+            .field("request_timeout", &self.transport.request_timeout)
+            .field("extra_roots", &self.transport.extra_roots.len())
             .field("api_key", &"[redacted]")
             .field("watch_namespace", &self.watch_namespace)
             .field("concurrency", &self.concurrency)
@@ -93,6 +105,8 @@ impl Config {
     pub fn from_args(args: Args) -> anyhow::Result<Self> {
         let Args {
             baseten_url,
+            baseten_ca_file,
+            baseten_timeout_seconds,
             api_key_file,
             watch_namespace,
             concurrency,
@@ -124,8 +138,25 @@ impl Config {
             } else {
                 LogFormat::Text
             });
+        let extra_roots = match &baseten_ca_file {
+            None => Vec::new(),
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("reading the CA file {}", path.display()))?;
+                let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|_| anyhow::anyhow!("{} holds no PEM certificates", path.display()))?;
+                if roots.is_empty() {
+                    bail!("{} holds no PEM certificates", path.display());
+                }
+                roots
+            }
+        };
         Ok(Self {
             baseten_url: baseten_url.trim_end_matches('/').to_string(),
+            transport: Transport {
+                request_timeout: std::time::Duration::from_secs(baseten_timeout_seconds),
+                extra_roots,
+            },
             api_key: SecretString::from(api_key),
             api_key_file,
             watch_namespace: watch_namespace.filter(|ns| !ns.is_empty()),
@@ -144,6 +175,7 @@ mod tests {
     fn debug_redacts_the_api_key() {
         let config = Config {
             baseten_url: DEFAULT_BASE_URL.into(),
+            transport: Transport::default(),
             api_key: SecretString::from("sk-very-secret".to_string()),
             api_key_file: None,
             watch_namespace: None,

@@ -85,7 +85,11 @@ pub async fn run(
     let (requeue, requeued) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context::new(
         client.clone(),
-        Credentials::new(&config.baseten_url, &config.api_key)?,
+        Credentials::new(
+            &config.baseten_url,
+            config.transport.clone(),
+            &config.api_key,
+        )?,
         config.secret_selector.clone(),
         std::env::var("POD_NAME").ok(),
     ));

@@ -19,7 +19,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::baseten::BasetenClient;
+use crate::baseten::{BasetenClient, Transport};
 use crate::crd::BasetenSecret;
 use crate::error::Result;
 use crate::hash::HashKey;
@@ -38,9 +38,9 @@ pub struct ApiKey {
 }
 
 impl ApiKey {
-    fn new(base_url: &str, key: &SecretString) -> anyhow::Result<Self> {
+    fn new(base_url: &str, transport: &Transport, key: &SecretString) -> anyhow::Result<Self> {
         Ok(Self {
-            client: BasetenClient::new(base_url, key)?,
+            client: BasetenClient::with_transport(base_url, key, transport)?,
             hash_key: HashKey::derive(key),
         })
     }
@@ -54,6 +54,7 @@ pub const KEY_FILE_POLL: Duration = Duration::from_secs(5);
 /// The API keys in use.
 pub struct Credentials {
     base_url: String,
+    transport: Transport,
     operator: RwLock<Arc<ApiKey>>,
     /// Counts changes of the operator's key; part of what a settled reconcile had read.
     operator_generation: AtomicU64,
@@ -69,10 +70,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Credentials {
     /// Credentials with the operator's own key.
-    pub fn new(base_url: &str, operator_key: &SecretString) -> anyhow::Result<Self> {
+    pub fn new(
+        base_url: &str,
+        transport: Transport,
+        operator_key: &SecretString,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             base_url: base_url.to_string(),
-            operator: RwLock::new(Arc::new(ApiKey::new(base_url, operator_key)?)),
+            operator: RwLock::new(Arc::new(ApiKey::new(base_url, &transport, operator_key)?)),
+            transport,
             operator_generation: AtomicU64::new(0),
             live: Mutex::default(),
             from_secrets: Mutex::default(),
@@ -117,7 +123,7 @@ impl Credentials {
         if let Some(existing) = live.get(&id).and_then(Weak::upgrade) {
             return Ok(existing);
         }
-        let created = Arc::new(ApiKey::new(&self.base_url, key)?);
+        let created = Arc::new(ApiKey::new(&self.base_url, &self.transport, key)?);
         live.insert(id, Arc::downgrade(&created));
         Ok(created)
     }

@@ -92,6 +92,12 @@ pub struct OperatorOptions {
     pub key_file: bool,
     /// --secret-label-selector, when set.
     pub secret_label_selector: Option<String>,
+    /// The emulator serves HTTPS with a certificate of a fresh test CA.
+    pub tls: bool,
+    /// The operator trusts that CA (--baseten-ca-file).
+    pub trust_test_ca: bool,
+    /// --baseten-timeout-seconds, when set.
+    pub baseten_timeout_seconds: Option<u64>,
 }
 
 impl Default for OperatorOptions {
@@ -102,6 +108,9 @@ impl Default for OperatorOptions {
             log_format: "text",
             key_file: false,
             secret_label_selector: None,
+            tls: false,
+            trust_test_ca: false,
+            baseten_timeout_seconds: None,
         }
     }
 }
@@ -129,23 +138,31 @@ impl Harness {
         let client = super::client().await;
         install_crd(&client).await;
         let ns = super::namespace(&client, prefix).await;
-        let emulator = baseten_emulator::spawn(
-            "127.0.0.1:0".parse().unwrap(),
-            baseten_emulator::Config {
-                api_keys: vec![API_KEY.into(), TENANT_KEY.into()],
-                teams: vec![OTHER_TEAM.into()],
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        let config = baseten_emulator::Config {
+            api_keys: vec![API_KEY.into(), TENANT_KEY.into()],
+            teams: vec![OTHER_TEAM.into()],
+            ..Default::default()
+        };
         let dir = tempfile::tempdir().unwrap();
+        let listen = "127.0.0.1:0".parse().unwrap();
+        let mut http = reqwest::Client::builder();
+        let emulator = if options.tls {
+            let tls = testenv::test_tls("baseten-emulator").unwrap();
+            std::fs::write(dir.path().join("ca.pem"), &tls.ca_pem).unwrap();
+            http = http
+                .tls_certs_merge([reqwest::Certificate::from_pem(tls.ca_pem.as_bytes()).unwrap()]);
+            baseten_emulator::spawn_tls(listen, config, &tls.cert_pem, &tls.key_pem)
+                .await
+                .unwrap()
+        } else {
+            baseten_emulator::spawn(listen, config).await.unwrap()
+        };
         least_privilege_kubeconfig(&client, &dir.path().join("operator.kubeconfig")).await;
         let mut harness = Self {
             client,
             ns,
             emulator,
-            http: reqwest::Client::new(),
+            http: http.build().unwrap(),
             operator: None,
             options,
             dir,
@@ -170,6 +187,15 @@ impl Harness {
             format!("--log-format={}", self.options.log_format),
             "--concurrency=4".into(),
         ];
+        if self.options.trust_test_ca {
+            args.push(format!(
+                "--baseten-ca-file={}",
+                self.dir.path().join("ca.pem").display()
+            ));
+        }
+        if let Some(seconds) = self.options.baseten_timeout_seconds {
+            args.push(format!("--baseten-timeout-seconds={seconds}"));
+        }
         if let Some(selector) = &self.options.secret_label_selector {
             args.push(format!("--secret-label-selector={selector}"));
         }

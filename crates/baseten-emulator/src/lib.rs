@@ -68,6 +68,7 @@ pub fn router(config: Config) -> Router {
 /// An emulator serving on a loopback port in the current process; stops when dropped.
 pub struct Running {
     addr: SocketAddr,
+    tls: bool,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -80,7 +81,8 @@ impl Running {
 
     /// The base URL to give a Baseten client, e.g. `http://127.0.0.1:41234`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops serving and waits until the server task has finished.
@@ -115,6 +117,81 @@ pub async fn spawn(listen: SocketAddr, config: Config) -> std::io::Result<Runnin
     });
     Ok(Running {
         addr,
+        tls: false,
+        stop: Some(stop),
+        task,
+    })
+}
+
+/// How long a client has to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Accepts TCP connections and completes their TLS handshake; failed handshakes (such as a
+/// client that does not trust the certificate) are dropped.
+struct TlsListener {
+    tcp: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, peer)) = self.tcp.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            };
+            if let Ok(Ok(tls)) =
+                tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await
+            {
+                return (tls, peer);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// Like [`spawn`], serving HTTPS with the PEM certificate chain and private key given.
+pub async fn spawn_tls(
+    listen: SocketAddr,
+    config: Config,
+    cert_chain_pem: &str,
+    key_pem: &str,
+) -> anyhow::Result<Running> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain =
+        CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
+    let tcp = TcpListener::bind(listen).await?;
+    let addr = tcp.local_addr()?;
+    let listener = TlsListener {
+        tcp,
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = router(config);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Ok(Running {
+        addr,
+        tls: true,
         stop: Some(stop),
         task,
     })

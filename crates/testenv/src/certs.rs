@@ -26,10 +26,28 @@ pub(crate) struct Pki {
     admin_token: String,
 }
 
-pub(crate) fn write(root: &Path) -> Result<Pki> {
-    let dir = root.join("pki");
-    std::fs::create_dir_all(&dir)?;
+/// A test CA and a serving certificate it signed for `localhost` and 127.0.0.1, as PEM.
+pub struct TestTls {
+    /// The CA certificate clients trust.
+    pub ca_pem: String,
+    /// The serving certificate.
+    pub cert_pem: String,
+    /// The serving certificate's private key.
+    pub key_pem: String,
+}
 
+/// A fresh CA and a serving certificate for a local test server named `common_name`.
+pub fn test_tls(common_name: &str) -> Result<TestTls> {
+    let (ca_pem, cert_pem, key_pem) = ca_and_serving(common_name, &[])?;
+    Ok(TestTls {
+        ca_pem,
+        cert_pem,
+        key_pem,
+    })
+}
+
+/// A CA, and a serving certificate it signed for localhost, 127.0.0.1 and `extra` names.
+fn ca_and_serving(common_name: &str, extra: &[SanType]) -> Result<(String, String, String)> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::default();
     ca_params
@@ -48,15 +66,31 @@ pub(crate) fn write(root: &Path) -> Result<Pki> {
     let mut serving = CertificateParams::default();
     serving
         .distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
+        .push(DnType::CommonName, common_name);
     serving.subject_alt_names = vec![
         SanType::DnsName("localhost".try_into()?),
-        SanType::DnsName("kubernetes.default.svc".try_into()?),
         SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        SanType::IpAddress(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))),
     ];
+    serving.subject_alt_names.extend(extra.iter().cloned());
     serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let serving_cert = serving.signed_by(&serving_key, &issuer)?;
+    Ok((
+        ca_cert.pem(),
+        serving_cert.pem(),
+        serving_key.serialize_pem(),
+    ))
+}
+
+pub(crate) fn write(root: &Path) -> Result<Pki> {
+    let dir = root.join("pki");
+    std::fs::create_dir_all(&dir)?;
+    let (ca_pem, serving_cert_pem, serving_key_pem) = ca_and_serving(
+        "kube-apiserver",
+        &[
+            SanType::DnsName("kubernetes.default.svc".try_into()?),
+            SanType::IpAddress(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))),
+        ],
+    )?;
 
     let sa_key = KeyPair::generate()?;
     let admin_token: String = {
@@ -73,12 +107,12 @@ pub(crate) fn write(root: &Path) -> Result<Pki> {
         sa_key: dir.join("service-account.key"),
         sa_public_key: dir.join("service-account.pub"),
         token_file: dir.join("tokens.csv"),
-        ca_pem: ca_cert.pem(),
+        ca_pem,
         admin_token,
     };
     std::fs::write(&pki.ca_cert, &pki.ca_pem)?;
-    std::fs::write(&pki.serving_cert, serving_cert.pem())?;
-    std::fs::write(&pki.serving_key, serving_key.serialize_pem())?;
+    std::fs::write(&pki.serving_cert, serving_cert_pem)?;
+    std::fs::write(&pki.serving_key, serving_key_pem)?;
     std::fs::write(&pki.sa_key, sa_key.serialize_pem())?;
     std::fs::write(&pki.sa_public_key, sa_key.public_key_pem())?;
     std::fs::write(

@@ -10,6 +10,7 @@
 //! `USE_EXISTING_CLUSTER=1` the cluster of the current kubeconfig context.
 
 mod certs;
+pub use certs::{TestTls, test_tls};
 pub mod cluster;
 mod process;
 
