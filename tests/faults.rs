@@ -70,3 +70,223 @@ async fn an_answer_slower_than_the_timeout_is_retried() {
     // The slow request may still land after its timeout; then one retry: at most two.
     assert!(h.upsert_requests().await <= 2);
 }
+
+/// One row of the fault table.
+struct Row {
+    fault: &'static str,
+    resources: usize,
+    upserts: usize,
+    bound: usize,
+    throttled: usize,
+    seconds: f64,
+}
+
+/// Applies `n` Secrets and resources reading them; returns their names.
+async fn apply_batch(h: &Harness, prefix: &str, n: usize) -> Vec<String> {
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    for name in &names {
+        h.apply_secret(
+            name,
+            &[("token", format!("value of {name}").as_bytes())],
+            json!({}),
+        )
+        .await;
+        h.apply_bts(
+            name,
+            json!({"secretRef": {"name": name, "key": "token"}}),
+            json!({}),
+        )
+        .await
+        .unwrap();
+    }
+    names
+}
+
+/// Waits until every resource is Synced and Baseten holds each Secret's current value.
+async fn all_synced(h: &Harness, names: &[String]) {
+    for name in names {
+        h.wait_reason(name, "Synced").await;
+        h.wait_baseten(name, "the current value", |s| {
+            s.value == format!("value of {name}")
+        })
+        .await;
+    }
+}
+
+async fn throttled(h: &Harness) -> usize {
+    h.baseten_requests()
+        .await
+        .iter()
+        .filter(|r| r.status == 429)
+        .count()
+}
+
+/// Runs one fault against a fresh world of `n` resources and checks the outcome.
+async fn scenario(
+    fault: &'static str,
+    options: OperatorOptions,
+    n: usize,
+    bound: usize,
+    inject: impl AsyncFnOnce(&mut Harness),
+) -> Row {
+    let started = std::time::Instant::now();
+    let mut h = Harness::start_with("fault-table", options).await;
+    inject(&mut h).await;
+    let names = apply_batch(&h, "r", n).await;
+    all_synced(&h, &names).await;
+    let row = Row {
+        fault,
+        resources: n,
+        upserts: h.upsert_requests().await,
+        bound,
+        throttled: throttled(&h).await,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    assert!(
+        row.upserts <= bound,
+        "{fault}: {} upserts, bound {bound}",
+        row.upserts
+    );
+    row
+}
+
+#[tokio::test]
+async fn every_fault_ends_with_every_value_in_baseten_within_a_bounded_number_of_writes() {
+    const N: usize = 20;
+    let mut rows = Vec::new();
+    rows.push(
+        scenario("429 burst (10, retry_after 1 s)", OperatorOptions::default(), N, N + 10, async |h| {
+            h.fault(json!({"path_prefix": "/v1/secrets", "method": "POST", "status": 429, "count": 10,
+                           "body": {"error": "Rate limit exceeded. Please try again later.", "retry_after": 1}}))
+                .await;
+        })
+        .await,
+    );
+    rows.push(
+        scenario("503 burst (10)", OperatorOptions::default(), N, N + 10, async |h| {
+            h.fault(json!({"path_prefix": "/v1/secrets", "method": "POST", "status": 503, "count": 10}))
+                .await;
+        })
+        .await,
+    );
+    rows.push(
+        scenario(
+            "latency 2.5 s past a 1 s timeout (3)",
+            OperatorOptions {
+                baseten_timeout_seconds: Some(1),
+                ..Default::default()
+            },
+            N,
+            N + 3,
+            async |h| {
+                h.fault(json!({"path_prefix": "/v1/secrets", "method": "POST", "latency_ms": 2500, "count": 3}))
+                    .await;
+            },
+        )
+        .await,
+    );
+    rows.push(
+        scenario("dropped connections (5)", OperatorOptions::default(), N, N + 5, async |h| {
+            h.fault(json!({"path_prefix": "/v1/secrets", "method": "POST", "drop_connection": true, "count": 5}))
+                .await;
+        })
+        .await,
+    );
+    rows.push(
+        scenario("HTML 502 from a proxy (5)", OperatorOptions::default(), N, N + 5, async |h| {
+            h.fault(json!({"path_prefix": "/v1/secrets", "method": "POST", "status": 502, "count": 5,
+                           "raw_body": "<html><body>Bad gateway</body></html>", "content_type": "text/html"}))
+                .await;
+        })
+        .await,
+    );
+
+    // SIGKILL in the middle of a batch: at most the writes in flight are repeated.
+    let started = std::time::Instant::now();
+    let mut h = Harness::start("fault-table").await;
+    h.fault(
+        json!({"path_prefix": "/v1/secrets", "method": "POST", "latency_ms": 300, "count": 1000}),
+    )
+    .await;
+    let names = apply_batch(&h, "k", N).await;
+    while h.upsert_requests().await < 5 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    h.kill_operator();
+    h.start_operator();
+    all_synced(&h, &names).await;
+    let upserts = h.upsert_requests().await;
+    // Concurrency 4: the writes in flight at the kill may be sent again.
+    assert!(upserts <= N + 4, "SIGKILL: {upserts} upserts");
+    rows.push(Row {
+        fault: "operator SIGKILLed mid-batch, restarted",
+        resources: N,
+        upserts,
+        bound: N + 4,
+        throttled: throttled(&h).await,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    drop(h);
+
+    // One Secret updated 20 times in quick succession: the last value wins.
+    let started = std::time::Instant::now();
+    let h = Harness::start("fault-table").await;
+    h.synced("hot", "hot", "token", b"value 0").await;
+    for i in 1..=20 {
+        h.apply_secret(
+            "hot",
+            &[("token", format!("value {i}").as_bytes())],
+            json!({}),
+        )
+        .await;
+    }
+    h.wait_baseten("hot", "the last value", |s| s.value == "value 20")
+        .await;
+    h.barrier().await;
+    let stored = h.baseten_secret("hot").await.unwrap();
+    assert_eq!(
+        stored.value, "value 20",
+        "no stale write landed after the last"
+    );
+    rows.push(Row {
+        fault: "one Secret updated 20 times at once",
+        resources: 1,
+        upserts: stored.writes as usize,
+        bound: 21,
+        throttled: throttled(&h).await,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    drop(h);
+
+    // 200 resources against an emulator that allows 20 requests/s: no 429 storm.
+    let row = scenario(
+        "200 resources, Baseten limited to 20/s",
+        OperatorOptions {
+            emulator_rate_limit: Some(20),
+            ..Default::default()
+        },
+        200,
+        260,
+        async |_| {},
+    )
+    .await;
+    assert!(
+        row.throttled <= 60,
+        "a 429 storm: {} answers 429 for 200 writes",
+        row.throttled
+    );
+    rows.push(row);
+
+    let mut table = String::from(
+        "| fault | resources | upserts | bound | 429s | seconds |\n|---|---|---|---|---|---|\n",
+    );
+    for row in &rows {
+        table.push_str(&format!(
+            "| {} | {} | {} | ≤ {} | {} | {:.1} |\n",
+            row.fault, row.resources, row.upserts, row.bound, row.throttled, row.seconds
+        ));
+    }
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fault-table.md");
+    std::fs::write(&out, &table).unwrap();
+    println!("{table}");
+}

@@ -98,6 +98,8 @@ pub struct OperatorOptions {
     pub trust_test_ca: bool,
     /// --baseten-timeout-seconds, when set.
     pub baseten_timeout_seconds: Option<u64>,
+    /// The emulator's requests per second per key and endpoint, when not Baseten's 100.
+    pub emulator_rate_limit: Option<u32>,
 }
 
 impl Default for OperatorOptions {
@@ -111,6 +113,7 @@ impl Default for OperatorOptions {
             tls: false,
             trust_test_ca: false,
             baseten_timeout_seconds: None,
+            emulator_rate_limit: None,
         }
     }
 }
@@ -141,7 +144,9 @@ impl Harness {
         let config = baseten_emulator::Config {
             api_keys: vec![API_KEY.into(), TENANT_KEY.into()],
             teams: vec![OTHER_TEAM.into()],
-            ..Default::default()
+            rate_limit_per_second: options
+                .emulator_rate_limit
+                .unwrap_or(baseten_emulator::DEFAULT_RATE_LIMIT_PER_SECOND),
         };
         let dir = tempfile::tempdir().unwrap();
         let listen = "127.0.0.1:0".parse().unwrap();
@@ -238,6 +243,13 @@ impl Harness {
     /// Whether the operator process is still running.
     pub fn operator_running(&mut self) -> bool {
         self.operator.as_mut().is_some_and(|o| !o.has_exited())
+    }
+
+    /// Kills the operator process with SIGKILL: no graceful shutdown.
+    pub fn kill_operator(&mut self) {
+        if let Some(mut operator) = self.operator.take() {
+            operator.kill_child();
+        }
     }
 
     /// Stops the operator process (SIGTERM), waiting for it to exit.

@@ -102,6 +102,21 @@ impl Supervised {
         matches!(self.watchdog.try_wait(), Ok(Some(_)))
     }
 
+    /// Kills the child with SIGKILL, as the kernel's OOM killer or a node failure would, and
+    /// waits until its watchdog has noticed.
+    pub fn kill_child(&mut self) {
+        if let Some(pid) = self.child_pid() {
+            let _ = Command::new("sh")
+                .args(["-c", "kill -KILL \"$0\""])
+                .arg(pid.to_string())
+                .status();
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline && !self.has_exited() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stops the child: SIGTERM, then SIGKILL after a grace period; waits for it.
     pub fn stop(&mut self) {
         if self.has_exited() {
