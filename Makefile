@@ -24,6 +24,7 @@ crds:
 
 ## Everything: formatting, lints, unit, contract and integration tests, no leftover processes.
 test: controlplane fmt-check clippy unit-and-integration bench-smoke
+	@echo "fault table (tests/faults.rs):" && cat target/fault-table.md
 	hack/check-no-leftovers.sh
 
 fmt-check:

@@ -116,14 +116,23 @@ impl Entry {
         let wrote = status
             .filter(|s| s.synced_hash.is_some())
             .and_then(|s| s.baseten_name.as_deref());
+        let wants = object
+            .metadata
+            .deletion_timestamp
+            .is_none()
+            .then(|| Target::of(object));
+        // Usually what it wrote is what it wants: share the one string.
+        let holds = wrote.map(|name| {
+            let held = Target::in_team_of(object, name);
+            match &wants {
+                Some(wanted) if *wanted == held => wanted.clone(),
+                _ => held,
+            }
+        });
         Self {
             claimant: Arc::new(Claimant::of(object)),
-            wants: object
-                .metadata
-                .deletion_timestamp
-                .is_none()
-                .then(|| Target::of(object)),
-            holds: wrote.map(|name| Target::in_team_of(object, name)),
+            wants,
+            holds,
         }
     }
 }

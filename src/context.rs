@@ -19,8 +19,9 @@ pub const FIELD_MANAGER: &str = "baseten-secrets-operator";
 
 /// What the operator remembers about one object between reconciles. Entries are keyed by
 /// object reference and carry a fingerprint of the object's uid: a recreated object with the
-/// same name starts afresh. Kept small (rare parts boxed, inputs as fingerprints): there is
-/// one per resource.
+/// same name starts afresh. Only objects with something to remember have one (a failure, a
+/// retry, a status not yet in the cache, drift, a delete): an entry that becomes empty goes.
+/// What every resource needs (its settled inputs) lives in the index instead.
 #[derive(Clone, Debug, Default)]
 pub struct Memory {
     /// Fingerprint of the uid of the object this entry belongs to.
@@ -33,9 +34,6 @@ pub struct Memory {
     /// behind our own status patch; since only this operator writes status, the last written
     /// one wins, so a quick second reconcile never writes twice.
     pub written_status: Option<Box<BasetenSecretStatus>>,
-    /// Fingerprint of the inputs (see [`settled_inputs`]) of the last reconcile that found
-    /// Baseten up to date.
-    pub settled: Option<u64>,
     /// Drift found by the last check: the next reconcile pushes the value again.
     pub drift: Option<Box<Drift>>,
     /// The Baseten name this object's cleanup deleted, so a reconcile that still sees the
@@ -55,6 +53,22 @@ pub fn settled_inputs(
     force_token: Option<&str>,
 ) -> u64 {
     fingerprint(&(secret, secret_version, key_version, generation, force_token))
+}
+
+/// A fingerprint of an object's uid, telling a recreated object from the one before it.
+pub fn uid_of(object: &BasetenSecret) -> u64 {
+    fingerprint(&object.metadata.uid)
+}
+
+impl Memory {
+    /// Whether there is nothing to remember.
+    fn is_empty(&self) -> bool {
+        self.failures == 0
+            && self.retry.is_none()
+            && self.written_status.is_none()
+            && self.drift.is_none()
+            && self.deleted.is_none()
+    }
 }
 
 fn fingerprint(value: &impl Hash) -> u64 {
@@ -119,7 +133,8 @@ impl Context {
     pub fn remember(&self, object: &BasetenSecret, change: impl FnOnce(&mut Memory)) {
         let uid = fingerprint(&object.metadata.uid);
         let mut memories = self.memories();
-        let memory = memories.entry(ObjectRef::from_obj(object)).or_default();
+        let key = ObjectRef::from_obj(object);
+        let memory = memories.entry(key.clone()).or_default();
         if memory.uid != uid {
             *memory = Memory {
                 uid,
@@ -127,6 +142,9 @@ impl Context {
             };
         }
         change(memory);
+        if memory.is_empty() {
+            memories.remove(&key);
+        }
     }
 
     /// The status to decide from: the last one written for this very object, else the
@@ -142,11 +160,16 @@ impl Context {
     /// Drops the last written status once the cached object shows it.
     pub fn caught_up(&self, object: &BasetenSecret) {
         let uid = fingerprint(&object.metadata.uid);
-        if let Some(memory) = self.memories().get_mut(&ObjectRef::from_obj(object))
+        let key = ObjectRef::from_obj(object);
+        let mut memories = self.memories();
+        if let Some(memory) = memories.get_mut(&key)
             && memory.uid == uid
             && memory.written_status.as_deref() == object.status.as_ref()
         {
             memory.written_status = None;
+            if memory.is_empty() {
+                memories.remove(&key);
+            }
         }
     }
 

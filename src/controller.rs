@@ -2,6 +2,7 @@
 //! concurrency and shutdown.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
@@ -9,6 +10,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::utils::Backoff;
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use tracing::{debug, info, warn};
 
@@ -23,6 +25,43 @@ use crate::reconcile::{error_policy, reconcile};
 /// resources; paging and the pruning below brought that to 90 MiB, measured together.)
 fn watch_config() -> watcher::Config {
     watcher::Config::default().page_size(WATCH_PAGE_SIZE)
+}
+
+/// First wait before a failed watch tries again; it doubles up to [`WATCH_RETRY_MAX`].
+const WATCH_RETRY_MIN: Duration = Duration::from_millis(250);
+
+/// Longest wait between tries of a failed watch. kube's default (30 s) left changes unseen
+/// for most of a minute after a kube-apiserver restart; a relist every 5 s at worst costs
+/// the apiserver little.
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Retry delays of a failed watch: exponential with jitter, reset by the next event.
+struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    fn new() -> Self {
+        Self {
+            next: WATCH_RETRY_MIN,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next.mul_f64(rand::random_range(0.5..=1.0));
+        self.next = (self.next * 2).min(WATCH_RETRY_MAX);
+        Some(delay)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = WATCH_RETRY_MIN;
+    }
 }
 
 /// Objects per page of a watch's initial list.
@@ -97,7 +136,7 @@ pub async fn run(
     let claims_ctx = ctx.clone();
     let drift_requeue = requeue.clone();
     let resource_events = watcher(resources, watch_config())
-        .default_backoff()
+        .backoff(WatchBackoff::new())
         .modify(prune)
         .reflect(writer)
         .inspect_ok(move |event| {
@@ -160,7 +199,12 @@ pub async fn run(
     controller
         // Secrets are watched by metadata only (the API type is PartialObjectMeta): no
         // payload is ever sent to or cached in this process by the watch.
-        .watches(secrets, secrets_config, mapper)
+        .watches_stream(
+            watcher(secrets, secrets_config)
+                .backoff(WatchBackoff::new())
+                .touched_objects(),
+            mapper,
+        )
         .reconcile_on(requeued)
         .reconcile_all_on(key_changes)
         .with_config(controller::Config::default().concurrency(config.concurrency))

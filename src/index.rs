@@ -8,26 +8,41 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::crd::BasetenSecret;
 
+/// What is known of one Secret that has readers.
+#[derive(Default)]
+struct SecretEntry {
+    /// Names of the BasetenSecrets reading it. Usually one, so a list rather than a set:
+    /// 10 000 one-element sets cost a megabyte more.
+    readers: Vec<String>,
+    /// The last resourceVersion the Secret watch delivered (or a read returned first).
+    version: Option<String>,
+}
+
+/// What is known of one BasetenSecret.
+#[derive(Default)]
+struct ReaderEntry {
+    /// The Secrets it reads (its value's, and its API key's with apiKeyRef).
+    secrets: Vec<String>,
+    /// Fingerprints of the resource's uid and of the inputs of its last reconcile that
+    /// found Baseten up to date (see `context::settled_inputs`).
+    settled: Option<(u64, u64)>,
+}
+
 #[derive(Default)]
 struct Maps {
-    /// (namespace, Secret name) → names of BasetenSecrets reading it. Usually one, so a
-    /// list rather than a set: 10 000 one-element sets cost a megabyte more.
-    readers: HashMap<(String, String), Vec<String>>,
-    /// (namespace, BasetenSecret name) → Secrets it reads.
-    reads: HashMap<(String, String), Vec<String>>,
-    /// (namespace, Secret name) → the last resourceVersion the Secret watch delivered, for
-    /// Secrets that have readers.
-    versions: HashMap<(String, String), String>,
+    /// (namespace, Secret name) → its readers and last seen version.
+    secrets: HashMap<(String, String), SecretEntry>,
+    /// (namespace, BasetenSecret name) → what it reads.
+    resources: HashMap<(String, String), ReaderEntry>,
 }
 
 impl Maps {
     fn drop_reader(&mut self, namespace: &str, secret: String, name: &str) {
         let key = (namespace.to_string(), secret);
-        if let Some(names) = self.readers.get_mut(&key) {
-            names.retain(|n| n != name);
-            if names.is_empty() {
-                self.readers.remove(&key);
-                self.versions.remove(&key);
+        if let Some(entry) = self.secrets.get_mut(&key) {
+            entry.readers.retain(|n| n != name);
+            if entry.readers.is_empty() {
+                self.secrets.remove(&key);
             }
         }
     }
@@ -47,32 +62,46 @@ impl SecretIndex {
     pub fn register(&self, namespace: &str, name: &str, secrets: &[&str]) {
         let mut maps = self.maps();
         let key = (namespace.to_string(), name.to_string());
-        let now: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
-        let previous = maps.reads.get(&key).cloned().unwrap_or_default();
-        if previous == now {
-            return;
-        }
-        for old in previous.iter().filter(|old| !now.contains(old)) {
+        let previous: Vec<String> = match maps.resources.get(&key) {
+            Some(entry)
+                if entry
+                    .secrets
+                    .iter()
+                    .map(String::as_str)
+                    .eq(secrets.iter().copied()) =>
+            {
+                return;
+            }
+            Some(entry) => entry.secrets.clone(),
+            None => Vec::new(),
+        };
+        for old in previous
+            .iter()
+            .filter(|old| !secrets.contains(&old.as_str()))
+        {
             maps.drop_reader(namespace, old.clone(), name);
         }
-        for secret in now.iter().filter(|s| !previous.contains(s)) {
-            let names = maps
-                .readers
-                .entry((namespace.to_string(), secret.clone()))
+        for secret in secrets.iter().filter(|s| !previous.iter().any(|p| p == *s)) {
+            let entry = maps
+                .secrets
+                .entry((namespace.to_string(), secret.to_string()))
                 .or_default();
-            if !names.iter().any(|n| n == name) {
-                names.push(name.to_string());
+            if !entry.readers.iter().any(|n| n == name) {
+                entry.readers.push(name.to_string());
             }
         }
-        maps.reads.insert(key, now);
+        let entry = maps.resources.entry(key).or_default();
+        entry.secrets = secrets.iter().map(|s| s.to_string()).collect();
+        entry.secrets.shrink_to_fit();
     }
 
     /// Forgets BasetenSecret `name` in `namespace`.
     pub fn forget(&self, namespace: &str, name: &str) {
         let mut maps = self.maps();
         for secret in maps
-            .reads
+            .resources
             .remove(&(namespace.to_string(), name.to_string()))
+            .map(|entry| entry.secrets)
             .unwrap_or_default()
         {
             maps.drop_reader(namespace, secret, name);
@@ -83,14 +112,12 @@ impl SecretIndex {
     /// while some BasetenSecret reads it).
     pub fn saw(&self, namespace: &str, secret: &str, resource_version: Option<&str>) {
         let mut maps = self.maps();
-        let key = (namespace.to_string(), secret.to_string());
-        if !maps.readers.contains_key(&key) {
-            return;
+        if let Some(entry) = maps
+            .secrets
+            .get_mut(&(namespace.to_string(), secret.to_string()))
+        {
+            entry.version = resource_version.map(str::to_string);
         }
-        match resource_version {
-            Some(version) => maps.versions.insert(key, version.to_string()),
-            None => maps.versions.remove(&key),
-        };
     }
 
     /// Records the resourceVersion a read of Secret `secret` returned, unless the watch has
@@ -98,36 +125,60 @@ impl SecretIndex {
     /// later replaces it, and one that arrived earlier is never hidden.
     pub fn read_at(&self, namespace: &str, secret: &str, resource_version: &str) {
         let mut maps = self.maps();
-        let key = (namespace.to_string(), secret.to_string());
-        if maps.readers.contains_key(&key) {
-            maps.versions
-                .entry(key)
-                .or_insert_with(|| resource_version.to_string());
+        if let Some(entry) = maps
+            .secrets
+            .get_mut(&(namespace.to_string(), secret.to_string()))
+        {
+            entry
+                .version
+                .get_or_insert_with(|| resource_version.to_string());
         }
     }
 
     /// The resourceVersion of Secret `secret` the watch delivered last, if known.
     pub fn seen_version(&self, namespace: &str, secret: &str) -> Option<String> {
         self.maps()
-            .versions
+            .secrets
             .get(&(namespace.to_string(), secret.to_string()))
-            .cloned()
+            .and_then(|entry| entry.version.clone())
+    }
+
+    /// The settled-inputs fingerprint of BasetenSecret `name`, if it belongs to the object
+    /// with uid fingerprint `uid`.
+    pub fn settled(&self, namespace: &str, name: &str, uid: u64) -> Option<u64> {
+        self.maps()
+            .resources
+            .get(&(namespace.to_string(), name.to_string()))
+            .and_then(|entry| entry.settled)
+            .filter(|(owner, _)| *owner == uid)
+            .map(|(_, fingerprint)| fingerprint)
+    }
+
+    /// Sets (or clears) the settled-inputs fingerprint of a registered BasetenSecret.
+    pub fn set_settled(&self, namespace: &str, name: &str, uid: u64, settled: Option<u64>) {
+        if let Some(entry) = self
+            .maps()
+            .resources
+            .get_mut(&(namespace.to_string(), name.to_string()))
+        {
+            entry.settled = settled.map(|fingerprint| (uid, fingerprint));
+        }
     }
 
     /// The BasetenSecrets that read Secret `secret` in `namespace`.
     pub fn readers(&self, namespace: &str, secret: &str) -> Vec<ObjectRef<BasetenSecret>> {
         self.maps()
-            .readers
+            .secrets
             .get(&(namespace.to_string(), secret.to_string()))
             .into_iter()
-            .flatten()
+            .flat_map(|entry| &entry.readers)
             .map(|name| ObjectRef::new(name).within(namespace))
             .collect()
     }
 
     /// How many BasetenSecrets are indexed.
     pub fn len(&self) -> usize {
-        self.maps().reads.len()
+        self.maps().resources.len()
     }
 
     /// Whether nothing is indexed.

@@ -16,7 +16,7 @@ use super::retry::{Attempt, Retry, jittered, retry_delay};
 use super::value::read_value;
 use crate::baseten::{BasetenError, SecretV1, TeamV1, normalised_name};
 use crate::claims::{Claimant, Target};
-use crate::context::{Context, settled_inputs};
+use crate::context::{Context, settled_inputs, uid_of};
 use crate::crd::{
     BasetenSecret, BasetenSecretStatus, DeletionPolicy, FORCE_SYNC_ANNOTATION, UpdatePolicy,
 };
@@ -105,10 +105,8 @@ pub async fn apply(
             &outcome(Reason::Conflict, message),
         )
         .await?;
-        ctx.remember(object, |memory| {
-            memory.failures = 0;
-            memory.settled = None;
-        });
+        ctx.remember(object, |memory| memory.failures = 0);
+        ctx.index.set_settled(namespace, name, uid_of(object), None);
         // The claims requeue this resource when the winner changes.
         return Ok(Action::await_change());
     }
@@ -133,7 +131,10 @@ pub async fn apply(
     let drift = ctx.recall(object).drift.map(|d| *d);
     if !object.spec.suspend
         && drift.is_none()
-        && ctx.recall(object).settled.is_some_and(inputs_unchanged)
+        && ctx
+            .index
+            .settled(namespace, name, uid_of(object))
+            .is_some_and(inputs_unchanged)
     {
         // Typically the echo of our own status write: the Secret is as last read.
         debug!("nothing changed since the last read");
@@ -219,19 +220,19 @@ pub async fn apply(
         announce(object, ctx, namespace, kind, reason, &note).await;
     }
 
-    ctx.remember(object, |memory| {
-        memory.failures = 0;
-        memory.settled = match (outcome.reason, secret_version) {
-            (reason, Some(secret_version)) if reason.is_ready() => Some(settled_inputs(
-                &key_ref.name,
-                &secret_version,
-                key_version.as_deref(),
-                generation,
-                force_token.as_deref(),
-            )),
-            _ => None,
-        };
-    });
+    ctx.remember(object, |memory| memory.failures = 0);
+    let settled = match (outcome.reason, secret_version) {
+        (reason, Some(secret_version)) if reason.is_ready() => Some(settled_inputs(
+            &key_ref.name,
+            &secret_version,
+            key_version.as_deref(),
+            generation,
+            force_token.as_deref(),
+        )),
+        _ => None,
+    };
+    ctx.index
+        .set_settled(namespace, name, uid_of(object), settled);
     if let Some(error) = transient {
         // error_policy requeues at the write's retry time.
         return Err(Error::Baseten(error));

@@ -128,6 +128,8 @@ pub struct Harness {
     pub options: OperatorOptions,
     dir: tempfile::TempDir,
     starts: u32,
+    /// How long each wait may take before the test fails ([`WAIT`] unless changed).
+    pub wait: Duration,
 }
 
 impl Harness {
@@ -172,6 +174,7 @@ impl Harness {
             options,
             dir,
             starts: 0,
+            wait: WAIT,
         };
         harness.start_operator();
         harness
@@ -324,14 +327,14 @@ impl Harness {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
-    /// Probes every 20 ms until the probe finds something; panics after [`WAIT`] with the
+    /// Probes every 20 ms until the probe finds something; panics after `wait` with the
     /// last state the probe described and the operator's logs.
     async fn poll_until<T>(
         &self,
         what: &str,
         mut probe: impl AsyncFnMut() -> (Option<T>, String),
     ) -> T {
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + self.wait;
         loop {
             let (found, state) = probe().await;
             if let Some(found) = found {

@@ -79,7 +79,9 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     server: String,
     // Dropped in order: the apiserver stops before etcd.
-    apiserver: Option<Supervised>,
+    apiserver: std::sync::Mutex<Option<Supervised>>,
+    /// How the apiserver was started, to start it again.
+    apiserver_command: (PathBuf, Vec<String>, &'static str),
     etcd: Option<Supervised>,
     controller_manager: Option<Supervised>,
     started_in: Duration,
@@ -148,33 +150,34 @@ impl ControlPlane {
 
         let port = free_port()?;
         let server = format!("https://127.0.0.1:{port}");
+        let apiserver_args = vec![
+            format!("--etcd-servers={etcd_url}"),
+            format!("--secure-port={port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            // The kubernetes Service endpoint may not be a loopback address; none is needed.
+            "--endpoint-reconciler-type=none".into(),
+            format!("--cert-dir={}", root.join("apiserver-certs").display()),
+            format!("--tls-cert-file={}", pki.serving_cert.display()),
+            format!("--tls-private-key-file={}", pki.serving_key.display()),
+            format!("--client-ca-file={}", pki.ca_cert.display()),
+            format!("--token-auth-file={}", pki.token_file.display()),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!("--service-account-key-file={}", pki.sa_public_key.display()),
+            format!(
+                "--service-account-signing-key-file={}",
+                pki.sa_key.display()
+            ),
+            "--authorization-mode=RBAC".into(),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--disable-admission-plugins=ServiceAccount".into(),
+            "--allow-privileged=true".into(),
+            "--profiling=false".into(),
+            "--v=0".into(),
+        ];
         let apiserver = Supervised::spawn_with_env(
             &bin.join("kube-apiserver"),
-            &[
-                format!("--etcd-servers={etcd_url}"),
-                format!("--secure-port={port}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                // The kubernetes Service endpoint may not be a loopback address; none is needed.
-                "--endpoint-reconciler-type=none".into(),
-                format!("--cert-dir={}", root.join("apiserver-certs").display()),
-                format!("--tls-cert-file={}", pki.serving_cert.display()),
-                format!("--tls-private-key-file={}", pki.serving_key.display()),
-                format!("--client-ca-file={}", pki.ca_cert.display()),
-                format!("--token-auth-file={}", pki.token_file.display()),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-                format!("--service-account-key-file={}", pki.sa_public_key.display()),
-                format!(
-                    "--service-account-signing-key-file={}",
-                    pki.sa_key.display()
-                ),
-                "--authorization-mode=RBAC".into(),
-                "--service-cluster-ip-range=10.0.0.0/24".into(),
-                "--disable-admission-plugins=ServiceAccount".into(),
-                "--allow-privileged=true".into(),
-                "--profiling=false".into(),
-                "--v=0".into(),
-            ],
+            &apiserver_args,
             &session,
             &root.join("kube-apiserver.log"),
             None,
@@ -187,7 +190,8 @@ impl ControlPlane {
             root,
             kubeconfig,
             server,
-            apiserver: Some(apiserver),
+            apiserver: std::sync::Mutex::new(Some(apiserver)),
+            apiserver_command: (bin.join("kube-apiserver"), apiserver_args, options.session),
             etcd: Some(etcd),
             controller_manager: None,
             started_in: Duration::ZERO,
@@ -234,13 +238,17 @@ impl ControlPlane {
                     )
                 }
                 _ => {
-                    for (name, process) in [
-                        ("etcd", &mut self.etcd),
-                        ("kube-apiserver", &mut self.apiserver),
-                    ] {
-                        if let Some(process) = process
-                            && process.has_exited()
-                        {
+                    let apiserver_exited = self
+                        .apiserver
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .as_mut()
+                        .is_some_and(|p| p.has_exited());
+                    let etcd_exited = self.etcd.as_mut().is_some_and(|p| p.has_exited());
+                    for (name, exited) in
+                        [("etcd", etcd_exited), ("kube-apiserver", apiserver_exited)]
+                    {
+                        if exited {
                             bail!(
                                 "{name} exited during start-up; its log ends with:\n{}",
                                 log_tail(&self.root.join(format!("{name}.log")))
@@ -250,6 +258,40 @@ impl ControlPlane {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
+        }
+    }
+
+    /// Stops kube-apiserver (SIGTERM) and starts it again on the same port with the same
+    /// data, as an upgrade or a crash of the control plane would; returns once it is ready.
+    pub async fn restart_apiserver(&self) -> Result<()> {
+        let previous = self
+            .apiserver
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(previous);
+        let (program, args, session) = &self.apiserver_command;
+        let apiserver = Supervised::spawn_with_env(
+            program,
+            args,
+            &[(SESSION_ENV, *session)],
+            &self.root.join("kube-apiserver.log"),
+            None,
+        )?;
+        *self.apiserver.lock().unwrap_or_else(|p| p.into_inner()) = Some(apiserver);
+        let client = self.client().await?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let request = http::Request::get("/readyz").body(Vec::new())?;
+            if let Ok(text) = client.request_text(request).await
+                && text.trim() == "ok"
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("kube-apiserver was not ready again within {READY_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -276,7 +318,12 @@ impl ControlPlane {
     /// Stops every process and deletes the data directory.
     pub fn stop(&mut self) {
         drop(self.controller_manager.take());
-        drop(self.apiserver.take());
+        drop(
+            self.apiserver
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         drop(self.etcd.take());
         let _ = std::fs::remove_dir_all(&self.root);
     }
