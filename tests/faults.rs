@@ -71,6 +71,48 @@ async fn an_answer_slower_than_the_timeout_is_retried() {
     assert!(h.upsert_requests().await <= 2);
 }
 
+#[tokio::test]
+async fn a_server_that_never_completes_the_connection_hits_the_connect_timeout() {
+    // Accepts TCP connections and never answers: the TLS handshake, part of connecting,
+    // never completes.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            open.push(stream);
+        }
+    });
+    let h = Harness::start_with(
+        "fault-connect",
+        OperatorOptions {
+            baseten_url: Some(url),
+            ..Default::default()
+        },
+    )
+    .await;
+    h.apply_secret("creds", &[("token", b"unsent")], json!({}))
+        .await;
+    let started = std::time::Instant::now();
+    h.apply_bts(
+        "stuck",
+        json!({"secretRef": {"name": "creds", "key": "token"}}),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    let unavailable = h.wait_reason("stuck", "BasetenUnavailable").await;
+    let waited = started.elapsed();
+    let message = &unavailable.ready_condition().unwrap().message;
+    assert!(message.contains("timed out"), "{message}");
+    // The connect timeout (5 s) ends it, well before the request timeout (15 s).
+    assert!(
+        waited >= std::time::Duration::from_secs(4) && waited < std::time::Duration::from_secs(14),
+        "gave up after {waited:?}"
+    );
+    held.abort();
+}
+
 /// One row of the fault table.
 struct Row {
     fault: &'static str,

@@ -100,6 +100,8 @@ pub struct OperatorOptions {
     pub baseten_timeout_seconds: Option<u64>,
     /// The emulator's requests per second per key and endpoint, when not Baseten's 100.
     pub emulator_rate_limit: Option<u32>,
+    /// A Baseten URL to use instead of the emulator's.
+    pub baseten_url: Option<String>,
 }
 
 impl Default for OperatorOptions {
@@ -114,6 +116,7 @@ impl Default for OperatorOptions {
             trust_test_ca: false,
             baseten_timeout_seconds: None,
             emulator_rate_limit: None,
+            baseten_url: None,
         }
     }
 }
@@ -191,7 +194,13 @@ impl Harness {
         ];
         let mut args = vec![
             format!("--watch-namespace={}", self.ns),
-            format!("--baseten-url={}", self.emulator.url()),
+            format!(
+                "--baseten-url={}",
+                self.options
+                    .baseten_url
+                    .clone()
+                    .unwrap_or_else(|| self.emulator.url())
+            ),
             format!("--log-format={}", self.options.log_format),
             "--concurrency=4".into(),
         ];
