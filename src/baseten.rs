@@ -11,6 +11,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use crate::metrics::Metrics;
+
 /// Baseten's documented base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.baseten.co";
 
@@ -197,8 +199,10 @@ impl RateLimiter {
         self.endpoints.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until this endpoint may send, and takes a slot for the request.
-    async fn acquire(&self, endpoint: &'static str) -> Slot<'_> {
+    /// Waits until this endpoint may send, and takes a slot for the request; says whether
+    /// it had to wait.
+    async fn acquire(&self, endpoint: &'static str) -> (Slot<'_>, bool) {
+        let mut waited = false;
         loop {
             let wait = {
                 let mut endpoints = self.endpoints();
@@ -214,11 +218,14 @@ impl RateLimiter {
                             let id = state.next_id;
                             state.next_id += 1;
                             state.slots.push_back((id, None));
-                            return Slot {
-                                limiter: self,
-                                endpoint,
-                                id,
-                            };
+                            return (
+                                Slot {
+                                    limiter: self,
+                                    endpoint,
+                                    id,
+                                },
+                                waited,
+                            );
                         }
                         // The first answered slot to leave the window frees a place.
                         state
@@ -230,6 +237,7 @@ impl RateLimiter {
                     }
                 }
             };
+            waited = true;
             tokio::time::sleep_until(wait).await;
         }
     }
@@ -249,6 +257,8 @@ pub struct Transport {
     pub request_timeout: Duration,
     /// CA certificates trusted besides the system's (a corporate proxy's, a test CA).
     pub extra_roots: Vec<reqwest::Certificate>,
+    /// Where requests are counted, if anywhere.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for Transport {
@@ -256,6 +266,7 @@ impl Default for Transport {
         Self {
             request_timeout: REQUEST_TIMEOUT,
             extra_roots: Vec::new(),
+            metrics: None,
         }
     }
 }
@@ -267,6 +278,7 @@ pub struct BasetenClient {
     base_url: String,
     authorization: HeaderValue,
     limiter: Arc<RateLimiter>,
+    metrics: Option<Arc<Metrics>>,
     teams: Arc<std::sync::Mutex<Option<TeamsListed>>>,
 }
 
@@ -305,6 +317,7 @@ impl BasetenClient {
             base_url: base_url.trim_end_matches('/').to_string(),
             authorization,
             limiter: Arc::new(RateLimiter::new(BASETEN_RATE_LIMIT_PER_SECOND, RATE_WINDOW)),
+            metrics: transport.metrics.clone(),
             teams: Arc::default(),
         })
     }
@@ -446,7 +459,11 @@ impl BasetenClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<reqwest::Response, BasetenError> {
-        let slot = self.limiter.acquire(endpoint).await;
+        let (slot, waited) = self.limiter.acquire(endpoint).await;
+        if waited && let Some(metrics) = &self.metrics {
+            metrics.rate_limiter_wait();
+        }
+        let sent = Instant::now();
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base_url))
@@ -458,6 +475,10 @@ impl BasetenClient {
         }
         let response = request.send().await.map_err(|e| transport(&e));
         drop(slot);
+        if let Some(metrics) = &self.metrics {
+            let status = response.as_ref().ok().map(|r| r.status().as_u16());
+            metrics.baseten_request(endpoint, status, sent.elapsed());
+        }
         let response = response?;
         let status = response.status();
         if status == StatusCode::OK {

@@ -56,6 +56,10 @@ pub struct Args {
     #[arg(long, env = "SECRET_LABEL_SELECTOR")]
     pub secret_label_selector: Option<String>,
 
+    /// Address of the HTTP listener serving /metrics, /livez and /readyz (port 0: any free port, logged at start).
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: std::net::SocketAddr,
+
     /// Log format; json when running in a cluster, text otherwise, unless set.
     #[arg(long, env = "LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -80,6 +84,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Labels a Secret needs to be read; any Secret when `None`.
     pub secret_selector: Option<SecretSelector>,
+    /// Address of the metrics and health listener.
+    pub http_addr: std::net::SocketAddr,
 }
 
 impl std::fmt::Debug for Config {
@@ -111,6 +117,7 @@ impl Config {
             watch_namespace,
             concurrency,
             secret_label_selector,
+            http_addr,
             log_format,
         } = args;
         let secret_selector = secret_label_selector
@@ -156,6 +163,7 @@ impl Config {
             transport: Transport {
                 request_timeout: std::time::Duration::from_secs(baseten_timeout_seconds),
                 extra_roots,
+                metrics: None,
             },
             api_key: SecretString::from(api_key),
             api_key_file,
@@ -163,6 +171,7 @@ impl Config {
             concurrency,
             log_format,
             secret_selector,
+            http_addr,
         })
     }
 }
@@ -182,6 +191,7 @@ mod tests {
             concurrency: 1,
             log_format: LogFormat::Text,
             secret_selector: None,
+            http_addr: "127.0.0.1:8080".parse().unwrap(),
         };
         let shown = format!("{config:?}");
         assert!(!shown.contains("sk-very-secret"));

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use kube::runtime::reflector::ObjectRef;
 
@@ -11,6 +11,7 @@ use crate::crd::{BasetenSecret, BasetenSecretStatus};
 use crate::credentials::Credentials;
 use crate::drift::Drift;
 use crate::index::SecretIndex;
+use crate::metrics::Metrics;
 use crate::reconcile::retry::Retry;
 use crate::selector::SecretSelector;
 
@@ -87,6 +88,8 @@ pub struct Context {
     pub index: SecretIndex,
     /// Who claims which Baseten secret.
     pub claims: Claims,
+    /// What the operator counts, for /metrics.
+    pub metrics: Arc<Metrics>,
     /// Labels a Secret needs to be read (`--secret-label-selector`).
     pub secret_selector: Option<SecretSelector>,
     /// Who publishes the events: this pod's name, else the controller's.
@@ -100,12 +103,14 @@ impl Context {
     pub fn new(
         client: kube::Client,
         credentials: Credentials,
+        metrics: Arc<Metrics>,
         secret_selector: Option<SecretSelector>,
         instance: Option<String>,
     ) -> Self {
         Self {
             client,
             credentials,
+            metrics,
             secret_selector,
             index: SecretIndex::default(),
             claims: Claims::default(),

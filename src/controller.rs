@@ -2,6 +2,7 @@
 //! concurrency and shutdown.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -18,7 +19,9 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::crd::BasetenSecret;
 use crate::credentials::Credentials;
+use crate::metrics::Metrics;
 use crate::reconcile::{error_policy, reconcile};
+use crate::server::{self, Health};
 
 /// How both watches list: the most recent state, in pages of 500. (Listing with the "any"
 /// semantic, as before, left the operator at 142 MiB after 30 000 Secrets and 10 000
@@ -122,13 +125,14 @@ pub async fn run(
     // managers and kubectl's last-applied copy are dropped before they are stored.
     let (reader, writer) = reflector::store();
     let (requeue, requeued) = futures::channel::mpsc::unbounded();
+    let metrics = Arc::new(Metrics::default());
+    let listener = server::bind(config.http_addr).await?;
+    let mut transport = config.transport.clone();
+    transport.metrics = Some(metrics.clone());
     let ctx = Arc::new(Context::new(
         client.clone(),
-        Credentials::new(
-            &config.baseten_url,
-            config.transport.clone(),
-            &config.api_key,
-        )?,
+        Credentials::new(&config.baseten_url, transport, &config.api_key)?,
+        metrics.clone(),
         config.secret_selector.clone(),
         std::env::var("POD_NAME").ok(),
     ));
@@ -173,6 +177,17 @@ pub async fn run(
             .collect::<Vec<_>>()
     };
 
+    let health = Health {
+        ready: Arc::new(AtomicBool::new(false)),
+        metrics,
+        store: controller.store(),
+    };
+    let server = tokio::spawn(server::serve(listener, health.clone()));
+    let readiness = tokio::spawn(async move {
+        if health.store.wait_until_ready().await.is_ok() {
+            health.ready.store(true, Ordering::SeqCst);
+        }
+    });
     let (key_changed, key_changes) = futures::channel::mpsc::unbounded();
     let key_file = config.api_key_file.clone().map(|path| {
         tokio::spawn(crate::credentials::follow_key_file(
@@ -219,6 +234,8 @@ pub async fn run(
         })
         .await;
     drift.abort();
+    readiness.abort();
+    server.abort();
     if let Some(key_file) = key_file {
         key_file.abort();
     }

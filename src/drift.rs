@@ -208,6 +208,7 @@ async fn check(
                 "drift found; pushing the value again"
             );
             ctx.remember(object, |memory| memory.drift = Some(Box::new(drift)));
+            ctx.metrics.drift_repair();
             let _ = requeue.unbounded_send(ObjectRef::from_obj(object.as_ref()));
         }
     }

@@ -15,9 +15,11 @@ pub mod drift;
 pub mod error;
 pub mod hash;
 pub mod index;
+pub mod metrics;
 pub mod process;
 pub mod reconcile;
 pub mod selector;
+pub mod server;
 pub mod status;
 pub mod telemetry;
 

@@ -518,3 +518,70 @@ async fn one_secret_read_by_two_resources_updates_both() {
     );
     assert_eq!(h.baseten_secret("second").await.unwrap().value, "m2");
 }
+
+/// The value of one metric line (`name{labels} value`), if present.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l[series.len()..].trim().parse().ok())
+}
+
+#[tokio::test]
+async fn health_and_metrics_move_as_the_operator_works() {
+    let h = Harness::start("op-metrics").await;
+    assert_eq!(h.operator_get("/livez").await, (200, "ok".to_string()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while h.operator_get("/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let value = "metric-test-value-7d1c";
+    h.synced("measured", "creds", "token", value.as_bytes())
+        .await;
+    h.barrier().await;
+    let (status, text) = h.operator_get("/metrics").await;
+    assert_eq!(status, 200);
+    let p = "baseten_secrets_operator";
+    let post =
+        format!("{p}_baseten_requests_total{{endpoint=\"POST /v1/secrets\",status=\"2xx\"}}");
+    // The test's resource and the barrier's canary.
+    assert_eq!(metric(&text, &post), Some(2.0), "{text}");
+    assert_eq!(
+        metric(&text, &format!("{p}_baseten_writes_total")),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&text, &format!("{p}_resources{{reason=\"Synced\"}}")),
+        Some(2.0)
+    );
+    let reconciles = metric(&text, &format!("{p}_reconciles_total")).unwrap();
+    assert!(reconciles >= 2.0);
+    assert_eq!(metric(&text, &format!("{p}_leader")), Some(1.0));
+
+    // A 503 then a retry: the failure and the 5xx are counted, by fixed labels only.
+    h.fault(json!({"path_prefix": "/v1/secrets", "method": "POST", "status": 503, "count": 1}))
+        .await;
+    h.apply_secret("creds", &[("token", b"rotated-metric-value")], json!({}))
+        .await;
+    h.wait_baseten("measured", "the rotated value", |s| {
+        s.value == "rotated-metric-value"
+    })
+    .await;
+    h.barrier().await;
+    let (_, text) = h.operator_get("/metrics").await;
+    let failed =
+        format!("{p}_baseten_requests_total{{endpoint=\"POST /v1/secrets\",status=\"5xx\"}}");
+    assert_eq!(metric(&text, &failed), Some(1.0), "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            &format!("{p}_reconcile_failures_total{{reason=\"baseten_unavailable\"}}")
+        ),
+        Some(1.0)
+    );
+    assert!(metric(&text, &format!("{p}_reconciles_total")).unwrap() > reconciles);
+    for secret in [value, "rotated-metric-value", API_KEY, "measured", &h.ns] {
+        assert!(!text.contains(secret), "{secret:?} in /metrics");
+    }
+}

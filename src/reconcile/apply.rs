@@ -287,6 +287,7 @@ async fn push(
         ),
     );
     if decision == Decision::UpToDate {
+        ctx.metrics.skipped_write();
         return Pushed::Outcome(synced, None);
     }
 
@@ -354,6 +355,7 @@ async fn push(
     {
         Ok(secret) => {
             ctx.remember(object, |memory| memory.retry = None);
+            ctx.metrics.wrote();
             info!(?decision, baseten_name = %baseten_name, "wrote secret to Baseten");
             if let Some((old_team, old)) = abandoned(object, current, &secret, &baseten_name)
                 && let Err(error) =

@@ -31,7 +31,12 @@ pub async fn reconcile(object: Arc<BasetenSecret>, ctx: Arc<Context>) -> Result<
     async {
         // Tests count these two lines to know when every reconcile has run to its end.
         debug!("reconcile started");
+        let started = std::time::Instant::now();
         let result = dispatch(object, &ctx, &namespace, &name).await;
+        ctx.metrics.reconciled(
+            started.elapsed(),
+            result.as_ref().err().map(Error::metric_label),
+        );
         debug!(ok = result.is_ok(), "reconcile finished");
         result
     }

@@ -203,6 +203,8 @@ impl Harness {
             ),
             format!("--log-format={}", self.options.log_format),
             "--concurrency=4".into(),
+            // Tests run side by side: each operator listens on a free port.
+            "--http-addr=127.0.0.1:0".into(),
         ];
         if self.options.trust_test_ca {
             args.push(format!(
@@ -250,6 +252,39 @@ impl Harness {
         let staged = self.dir.path().join("api-key.new");
         std::fs::write(&staged, format!("{key}\n")).unwrap();
         std::fs::rename(&staged, self.key_file_path()).unwrap();
+    }
+
+    /// The address of the running operator's metrics and health listener, from its log.
+    pub async fn http_addr(&self) -> String {
+        self.poll_until("the operator's HTTP listener", async || {
+            let log = std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default();
+            let addr = log
+                .lines()
+                .find(|l| l.contains("serving /livez, /readyz and /metrics"))
+                .and_then(|l| {
+                    let at = l
+                        .find("addr=")
+                        .map(|i| i + 5)
+                        .or_else(|| l.find("\"addr\":\"").map(|i| i + 8))?;
+                    let rest = &l[at..];
+                    let end = rest
+                        .find(|c: char| c.is_whitespace() || c == '"')
+                        .unwrap_or(rest.len());
+                    Some(rest[..end].to_string())
+                });
+            (addr, "no listener logged yet".to_string())
+        })
+        .await
+    }
+
+    /// GETs `path` from the operator's HTTP listener: (status, body).
+    pub async fn operator_get(&self, path: &str) -> (u16, String) {
+        let response = reqwest::Client::new()
+            .get(format!("http://{}{path}", self.http_addr().await))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
     }
 
     /// Whether the operator process is still running.

@@ -225,6 +225,8 @@ impl World {
                 ),
                 format!("--baseten-url={}", self.emulator.url()),
                 "--log-format=json".into(),
+                // Any free port: another process may hold the default 8080.
+                "--http-addr=127.0.0.1:0".into(),
             ],
             &[
                 ("KUBECONFIG", &kubeconfig.display().to_string()),
