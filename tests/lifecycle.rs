@@ -683,3 +683,73 @@ async fn with_a_label_selector_only_opted_in_secrets_are_read() {
         "now allowed"
     );
 }
+
+#[tokio::test]
+async fn a_deletion_that_lost_its_api_key_says_so_instead_of_hanging() {
+    let h = Harness::start("life-lostkey").await;
+    h.apply_secret("creds", &[("token", b"v")], json!({})).await;
+    h.apply_secret(
+        "baseten-key",
+        &[("apiKey", TENANT_KEY.as_bytes())],
+        json!({}),
+    )
+    .await;
+    let mut spec = BasetenSecretSpec {
+        secret_ref: SecretKeyRef {
+            name: "creds".into(),
+            key: "token".into(),
+        },
+        baseten_name: Some("keyed-delete".into()),
+        suspend: false,
+        team: None,
+        api_key_ref: None,
+        deletion_policy: DeletionPolicy::Delete,
+        update_policy: UpdatePolicy::Replace,
+        refresh_interval: None,
+    };
+    spec.api_key_ref = Some(SecretKeyRef {
+        name: "baseten-key".into(),
+        key: "apiKey".into(),
+    });
+    h.apply_bts("keyed", serde_json::to_value(&spec).unwrap(), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("keyed", "Synced").await;
+
+    // As in a namespace deletion, the key Secret goes first.
+    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(h.client.clone(), &h.ns)
+        .delete("baseten-key", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.bts_api()
+        .delete("keyed", &DeleteParams::default())
+        .await
+        .unwrap();
+    let blocked = h
+        .wait_bts("keyed", "DeletionBlocked", |o| {
+            o.ready_condition()
+                .is_some_and(|c| c.reason == "DeletionBlocked")
+        })
+        .await;
+    let message = &blocked.ready_condition().unwrap().message;
+    assert!(
+        message.contains("baseten-key") && message.contains("baseten.co/skip-remote-delete"),
+        "{message}"
+    );
+    h.bts_api()
+        .patch(
+            "keyed",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"baseten.co/skip-remote-delete": "true"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    h.wait_gone("keyed").await;
+    assert!(
+        h.baseten_secret_of(TENANT_ORG, "keyed-delete")
+            .await
+            .is_some()
+    );
+}
