@@ -20,7 +20,7 @@ use crate::context::Context;
 use crate::crd::BasetenSecret;
 
 /// How often the drift loop looks for groups it does not know yet.
-pub const DRIFT_TICK: Duration = Duration::from_secs(1);
+pub const DRIFT_TICK: Duration = Duration::from_secs(5);
 
 /// How long a group whose list failed waits before it tries again (at most its interval).
 pub const DRIFT_RETRY: Duration = Duration::from_secs(30);
