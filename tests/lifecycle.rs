@@ -753,3 +753,27 @@ async fn a_deletion_that_lost_its_api_key_says_so_instead_of_hanging() {
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn a_secret_already_gone_from_baseten_counts_as_deleted() {
+    let h = Harness::start("life-gone").await;
+    h.apply_secret("creds", &[("token", b"v")], json!({})).await;
+    let delete = spec(
+        "creds",
+        "gone-by-hand",
+        DeletionPolicy::Delete,
+        UpdatePolicy::Replace,
+    );
+    h.apply_bts("gone", delete, json!({})).await.unwrap();
+    h.wait_reason("gone", "Synced").await;
+    h.baseten_delete("gone-by-hand").await;
+    delete_and_wait_gone(&h, "gone").await;
+    assert_eq!(
+        deletes(&h).await,
+        [
+            ("/v1/secrets/gone-by-hand".to_string(), 200),
+            ("/v1/secrets/gone-by-hand".to_string(), 404),
+        ],
+        "the test's own delete, then the operator's, answered 404 and taken as done"
+    );
+}
