@@ -138,6 +138,11 @@ pub async fn run(
     ));
 
     let claims_ctx = ctx.clone();
+    // Ready once the first list is in the cache. (Set from the stream itself: kube's
+    // `Store::wait_until_ready` wakes only one of several waiters, and the controller waits
+    // on it too.)
+    let ready = Arc::new(AtomicBool::new(false));
+    let listed = ready.clone();
     let drift_requeue = requeue.clone();
     let resource_events = watcher(resources, watch_config())
         .backoff(WatchBackoff::new())
@@ -148,6 +153,9 @@ pub async fn run(
             // the claimants of that secret, so the next in line takes over by itself.
             for object in claims_ctx.claims.observe(event) {
                 let _ = requeue.unbounded_send(object);
+            }
+            if matches!(event, watcher::Event::InitDone) {
+                listed.store(true, Ordering::SeqCst);
             }
         })
         .applied_objects();
@@ -178,16 +186,11 @@ pub async fn run(
     };
 
     let health = Health {
-        ready: Arc::new(AtomicBool::new(false)),
+        ready,
         metrics,
         store: controller.store(),
     };
-    let server = tokio::spawn(server::serve(listener, health.clone()));
-    let readiness = tokio::spawn(async move {
-        if health.store.wait_until_ready().await.is_ok() {
-            health.ready.store(true, Ordering::SeqCst);
-        }
-    });
+    let server = tokio::spawn(server::serve(listener, health));
     let (key_changed, key_changes) = futures::channel::mpsc::unbounded();
     let key_file = config.api_key_file.clone().map(|path| {
         tokio::spawn(crate::credentials::follow_key_file(
@@ -234,7 +237,6 @@ pub async fn run(
         })
         .await;
     drift.abort();
-    readiness.abort();
     server.abort();
     if let Some(key_file) = key_file {
         key_file.abort();

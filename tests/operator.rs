@@ -532,7 +532,12 @@ async fn health_and_metrics_move_as_the_operator_works() {
     assert_eq!(h.operator_get("/livez").await, (200, "ok".to_string()));
     let deadline = Instant::now() + Duration::from_secs(30);
     while h.operator_get("/readyz").await.0 != 200 {
-        assert!(Instant::now() < deadline, "never ready");
+        assert!(
+            Instant::now() < deadline,
+            "never ready: {:?}\n{}",
+            h.operator_get("/readyz").await,
+            h.operator_logs()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
