@@ -7,7 +7,8 @@ survivors() {
   for environ in /proc/[0-9]*/environ; do
     pid=${environ#/proc/}; pid=${pid%/environ}
     [ "$pid" = "$$" ] && continue
-    if tr '\0' '\n' < "$environ" 2>/dev/null | grep -qx 'TESTENV_SESSION=test'; then
+    # The braces catch the redirection's own error for processes gone or not ours.
+    if { tr '\0' '\n' < "$environ"; } 2>/dev/null | grep -qx 'TESTENV_SESSION=test'; then
       echo "$pid $(tr '\0' ' ' < /proc/$pid/cmdline 2>/dev/null | cut -c1-120)"
     fi
   done
