@@ -8,11 +8,12 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::claims::Claims;
 use crate::crd::{BasetenSecret, BasetenSecretStatus};
-use crate::credentials::Credentials;
+use crate::credentials::{ApiKey, Credentials};
 use crate::drift::Drift;
 use crate::index::SecretIndex;
 use crate::metrics::Metrics;
 use crate::reconcile::retry::Retry;
+use crate::reconcile::value::Unusable;
 use crate::selector::SecretSelector;
 
 /// Field manager of the operator's status writes, and the events' reporting controller.
@@ -176,6 +177,21 @@ impl Context {
                 memories.remove(&key);
             }
         }
+    }
+
+    /// The API key `object` writes with, or why it has none.
+    pub async fn api_key(
+        &self,
+        object: &BasetenSecret,
+    ) -> crate::error::Result<Result<Arc<ApiKey>, Unusable>> {
+        self.credentials
+            .for_object(
+                &self.client,
+                &self.index,
+                self.secret_selector.as_ref(),
+                object,
+            )
+            .await
     }
 
     /// Drops what is kept for an object that no longer exists.

@@ -149,16 +149,7 @@ pub async fn apply(
         );
         (Pushed::Outcome(suspended, None), None)
     } else {
-        match ctx
-            .credentials
-            .for_object(
-                &ctx.client,
-                &ctx.index,
-                ctx.secret_selector.as_ref(),
-                object,
-            )
-            .await?
-        {
+        match ctx.api_key(object).await? {
             Err((reason, message)) => (Pushed::Outcome(outcome(reason, message), None), None),
             Ok(api_key) => {
                 let read = read_value(

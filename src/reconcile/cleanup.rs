@@ -98,16 +98,7 @@ pub async fn cleanup(
         // A reconcile that saw the object before the finalizer's removal reached the cache.
         return Ok(Action::await_change());
     }
-    let api_key = match ctx
-        .credentials
-        .for_object(
-            &ctx.client,
-            &ctx.index,
-            ctx.secret_selector.as_ref(),
-            object,
-        )
-        .await?
-    {
+    let api_key = match ctx.api_key(object).await? {
         Ok(api_key) => api_key,
         Err((_, cause)) => {
             let outcome = Outcome {
