@@ -44,9 +44,29 @@ pub struct Args {
     #[arg(long, env = "BASETEN_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
 
-    /// Only watch this namespace; all namespaces when absent.
+    /// Only watch this namespace; all namespaces when absent (kept for compatibility; --watch-namespaces takes a list).
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
+
+    /// Only watch these namespaces (comma-separated); with --watch-namespace, the union. All namespaces when neither is given. The operator then needs Secret access only there (the namespaced overlay's Roles).
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+
+    /// Elect one leader among the replicas on a coordination.k8s.io Lease; only the leader watches and writes, the others wait as live, ready standbys.
+    #[arg(long, env = "LEADER_ELECT")]
+    pub leader_elect: bool,
+
+    /// Namespace of the leader-election Lease (the Deployment sets POD_NAMESPACE from the Downward API).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "baseten-secrets-operator")]
+    pub lease_name: String,
+
+    /// How long a leader's Lease holds without renewal (seconds): a standby takes over at most this long after the leader dies. The leader renews a third of it before expiry.
+    #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    pub lease_duration_seconds: u64,
 
     /// How many BasetenSecrets are reconciled at once.
     #[arg(long, env = "CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -65,6 +85,19 @@ pub struct Args {
     pub log_format: Option<LogFormat>,
 }
 
+/// Where and how replicas elect their leader.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Name of the Lease.
+    pub name: String,
+    /// This process's identity in the Lease (the pod name).
+    pub identity: String,
+    /// Seconds the Lease holds without renewal.
+    pub duration_seconds: u64,
+}
+
 /// The validated configuration.
 pub struct Config {
     /// Base URL of Baseten's management API, without a trailing slash.
@@ -76,8 +109,10 @@ pub struct Config {
     /// The file it was read from, followed for changes; `None` when it came from the
     /// environment.
     pub api_key_file: Option<PathBuf>,
-    /// Namespace to watch; all when `None`.
-    pub watch_namespace: Option<String>,
+    /// Namespaces to watch, sorted and without repeats; all when empty.
+    pub watch_namespaces: Vec<String>,
+    /// Leader election, when on.
+    pub leader_election: Option<LeaderElection>,
     /// Reconciles at once.
     pub concurrency: u16,
     /// Log format.
@@ -95,7 +130,8 @@ impl std::fmt::Debug for Config {
             .field("request_timeout", &self.transport.request_timeout)
             .field("extra_roots", &self.transport.extra_roots.len())
             .field("api_key", &"[redacted]")
-            .field("watch_namespace", &self.watch_namespace)
+            .field("watch_namespaces", &self.watch_namespaces)
+            .field("leader_election", &self.leader_election)
             .field("concurrency", &self.concurrency)
             .field("log_format", &self.log_format)
             .field(
@@ -115,6 +151,11 @@ impl Config {
             baseten_timeout_seconds,
             api_key_file,
             watch_namespace,
+            watch_namespaces,
+            leader_elect,
+            lease_namespace,
+            lease_name,
+            lease_duration_seconds,
             concurrency,
             secret_label_selector,
             http_addr,
@@ -139,6 +180,33 @@ impl Config {
         if api_key.is_empty() {
             bail!("the Baseten API key is empty");
         }
+        let mut namespaces: Vec<String> = watch_namespace
+            .into_iter()
+            .chain(watch_namespaces)
+            .map(|ns| ns.trim().to_string())
+            .filter(|ns| !ns.is_empty())
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        let leader_election = if leader_elect {
+            let Some(namespace) = lease_namespace.filter(|ns| !ns.is_empty()) else {
+                bail!(
+                    "--leader-elect needs the Lease's namespace: pass --lease-namespace or set POD_NAMESPACE"
+                );
+            };
+            let identity = std::env::var("POD_NAME")
+                .ok()
+                .filter(|name| !name.is_empty())
+                .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+            Some(LeaderElection {
+                namespace,
+                name: lease_name,
+                identity,
+                duration_seconds: lease_duration_seconds,
+            })
+        } else {
+            None
+        };
         let log_format =
             log_format.unwrap_or(if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
                 LogFormat::Json
@@ -167,13 +235,21 @@ impl Config {
             },
             api_key: SecretString::from(api_key),
             api_key_file,
-            watch_namespace: watch_namespace.filter(|ns| !ns.is_empty()),
+            watch_namespaces: namespaces,
+            leader_election,
             concurrency,
             log_format,
             secret_selector,
             http_addr,
         })
     }
+}
+
+/// The machine's host name, for a Lease identity outside a pod.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "operator".into())
 }
 
 #[cfg(test)]
@@ -187,7 +263,8 @@ mod tests {
             transport: Transport::default(),
             api_key: SecretString::from("sk-very-secret".to_string()),
             api_key_file: None,
-            watch_namespace: None,
+            watch_namespaces: Vec::new(),
+            leader_election: None,
             concurrency: 1,
             log_format: LogFormat::Text,
             secret_selector: None,
@@ -196,6 +273,45 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("sk-very-secret"));
         assert!(shown.contains("[redacted]"));
+    }
+
+    fn parse(args: &[&str]) -> anyhow::Result<Config> {
+        let mut all = vec!["baseten-secrets-operator"];
+        all.extend_from_slice(args);
+        Config::from_args(Args::try_parse_from(all)?)
+    }
+
+    #[test]
+    fn namespaces_come_from_both_flags_sorted_without_repeats() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "k\n").unwrap();
+        let key_arg = format!("--api-key-file={}", key.display());
+        let config =
+            parse(&[&key_arg, "--watch-namespace=b", "--watch-namespaces=c,a,,b"]).unwrap();
+        assert_eq!(config.watch_namespaces, ["a", "b", "c"]);
+        let config = parse(&[&key_arg]).unwrap();
+        assert!(config.watch_namespaces.is_empty());
+        assert!(config.leader_election.is_none());
+    }
+
+    #[test]
+    fn leader_election_needs_a_lease_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "k").unwrap();
+        let key_arg = format!("--api-key-file={}", key.display());
+        let error = parse(&[&key_arg, "--leader-elect", "--lease-namespace="])
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("POD_NAMESPACE"), "{error}");
+        let config = parse(&[&key_arg, "--leader-elect", "--lease-namespace=ops"]).unwrap();
+        let election = config.leader_election.unwrap();
+        assert_eq!(
+            (election.namespace.as_str(), election.duration_seconds),
+            ("ops", 15)
+        );
+        assert!(!election.identity.is_empty());
     }
 
     #[test]

@@ -5,128 +5,202 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use anyhow::Context as _;
+use futures::{FutureExt, StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::utils::Backoff;
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
-use tracing::{debug, info, warn};
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
+use tracing::{debug, error, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, LeaderElection};
 use crate::context::Context;
 use crate::crd::BasetenSecret;
 use crate::credentials::Credentials;
 use crate::metrics::Metrics;
 use crate::reconcile::{error_policy, reconcile};
 use crate::server::{self, Health};
+use crate::watch::{Events, WatchBackoff, merge_namespaces, prune, watch_config};
 
-/// How both watches list: the most recent state, in pages of 500. (Listing with the "any"
-/// semantic, as before, left the operator at 142 MiB after 30 000 Secrets and 10 000
-/// resources; paging and the pruning below brought that to 90 MiB, measured together.)
-fn watch_config() -> watcher::Config {
-    watcher::Config::default().page_size(WATCH_PAGE_SIZE)
-}
+/// Longest wait for in-flight reconciles after the signal to stop, so the process exits
+/// within the 10 s a rollout or a drain allows, releasing the Lease on the way out.
+const DRAIN_LIMIT: Duration = Duration::from_secs(8);
 
-/// First wait before a failed watch tries again; it doubles up to [`WATCH_RETRY_MAX`].
-const WATCH_RETRY_MIN: Duration = Duration::from_millis(250);
+/// A stop signal every part of the process can wait on.
+type Stop = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
 
-/// Longest wait between tries of a failed watch. kube's default (30 s) left changes unseen
-/// for most of a minute after a kube-apiserver restart; a relist every 5 s at worst costs
-/// the apiserver little.
-const WATCH_RETRY_MAX: Duration = Duration::from_secs(5);
-
-/// Retry delays of a failed watch: exponential with jitter, reset by the next event.
-struct WatchBackoff {
-    next: Duration,
-}
-
-impl WatchBackoff {
-    fn new() -> Self {
-        Self {
-            next: WATCH_RETRY_MIN,
-        }
-    }
-}
-
-impl Iterator for WatchBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let delay = self.next.mul_f64(rand::random_range(0.5..=1.0));
-        self.next = (self.next * 2).min(WATCH_RETRY_MAX);
-        Some(delay)
-    }
-}
-
-impl Backoff for WatchBackoff {
-    fn reset(&mut self) {
-        self.next = WATCH_RETRY_MIN;
-    }
-}
-
-/// Objects per page of a watch's initial list.
-const WATCH_PAGE_SIZE: u32 = 500;
-
-/// Drops what reconciles never read before an object enters the cache, and frees what
-/// `clear()` would keep: the field managers (a list of about 200-byte entries with room for
-/// four), labels, owner references, annotations other than this operator's (a one-entry
-/// B-tree allocates room for eleven), and the spare room of the conditions list. Together
-/// that is about a kilobyte per resource.
-fn prune(object: &mut BasetenSecret) {
-    let meta = &mut object.metadata;
-    meta.managed_fields = None;
-    meta.labels = None;
-    meta.owner_references = None;
-    meta.annotations = meta
-        .annotations
-        .take()
-        .map(|all| {
-            all.into_iter()
-                .filter(|(key, _)| key.starts_with(ANNOTATION_PREFIX))
-                .collect::<std::collections::BTreeMap<_, _>>()
-        })
-        .filter(|kept| !kept.is_empty());
-    if let Some(status) = object.status.as_mut() {
-        status.conditions.shrink_to_fit();
-    }
-}
-
-/// Prefix of the annotations this operator reads.
-const ANNOTATION_PREFIX: &str = "baseten.co/";
-
-/// Runs the operator until `shutdown` completes.
+/// Runs the operator until `shutdown` completes: the HTTP listener at once, then, with
+/// leader election, a standby until this process holds the Lease, then the controller.
 pub async fn run(
     config: Config,
     client: kube::Client,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
-    let (resources, secrets): (Api<BasetenSecret>, Api<PartialObjectMeta<Secret>>) =
-        match &config.watch_namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone())),
-        };
-    // Fail early with a clear message when the CRD is not installed.
-    if let Err(error) = resources
-        .list(&kube::api::ListParams::default().limit(1))
-        .await
-    {
-        anyhow::bail!(
-            "cannot list BasetenSecrets ({error}); is the CRD installed (kubectl apply -k crds/) and may this identity list them?"
-        );
-    }
-
-    // The resource cache keeps what reconciles read: spec, status, annotations. Field
-    // managers and kubectl's last-applied copy are dropped before they are stored.
-    let (reader, writer) = reflector::store();
-    let (requeue, requeued) = futures::channel::mpsc::unbounded();
+    let shutdown: Stop = shutdown.boxed().shared();
     let metrics = Arc::new(Metrics::default());
     let listener = server::bind(config.http_addr).await?;
+    let (reader, writer) = reflector::store();
+    let health = Health {
+        ready: Arc::new(AtomicBool::new(false)),
+        standby: Arc::new(AtomicBool::new(config.leader_election.is_some())),
+        metrics: metrics.clone(),
+        store: reader.clone(),
+    };
+    let server = tokio::spawn(server::serve(listener, health.clone()));
+    let outcome = match config.leader_election.clone() {
+        None => reconcile_until(config, client, health, writer, shutdown).await,
+        Some(election) => run_elected(&election, config, client, health, writer, shutdown).await,
+    };
+    server.abort();
+    outcome
+}
+
+/// Waits as a standby until this process holds the Lease, then runs the controller until
+/// `shutdown` (releasing the Lease, so a standby takes over at once) or until the Lease is
+/// lost (ending the process with an error, so two leaders never write).
+async fn run_elected(
+    election: &LeaderElection,
+    config: Config,
+    client: kube::Client,
+    health: Health,
+    writer: reflector::store::Writer<BasetenSecret>,
+    shutdown: Stop,
+) -> anyhow::Result<()> {
+    let lease = Arc::new(
+        LeaseManagerBuilder::new(client.clone(), &election.name)
+            .with_namespace(&election.namespace)
+            .with_identity(&election.identity)
+            .with_duration(election.duration_seconds)
+            .with_grace((election.duration_seconds / 3).max(1))
+            .build()
+            .await
+            .with_context(|| {
+                format!(
+                    "leader election: cannot use the Lease {}/{} (may this identity get, create and patch leases there?)",
+                    election.namespace, election.name
+                )
+            })?,
+    );
+    info!(
+        lease = %format!("{}/{}", election.namespace, election.name),
+        identity = %election.identity,
+        "standby: waiting to become the leader"
+    );
+    tokio::select! {
+        _ = shutdown.clone() => {
+            info!("stopped while standby");
+            return Ok(());
+        }
+        () = acquire(&lease) => {}
+    }
+    info!(identity = %election.identity, "became the leader");
+    health.standby.store(false, Ordering::SeqCst);
+
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<String>();
+    let keeper = {
+        let lease = lease.clone();
+        tokio::spawn(async move {
+            let _ = lost_tx.send(keep(&lease).await);
+        })
+    };
+    let lost = Arc::new(std::sync::Mutex::new(None::<String>));
+    let noted = lost.clone();
+    let stop: Stop = futures::future::select(
+        shutdown,
+        async move {
+            if let Ok(why) = lost_rx.await {
+                error!(reason = %why, "lost the leader Lease; stopping so that only one replica writes");
+                *noted.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+            } else {
+                futures::future::pending::<()>().await;
+            }
+        }
+        .boxed(),
+    )
+    .map(|_| ())
+    .boxed()
+    .shared();
+    let outcome = reconcile_until(config, client, health, writer, stop).await;
+    keeper.abort();
+    if let Some(why) = lost.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        anyhow::bail!("lost the leader Lease ({why})");
+    }
+    match lease.release().await {
+        Ok(()) => info!("released the leader Lease"),
+        Err(error) => {
+            warn!(error = %error, "could not release the leader Lease; a standby takes over when it expires")
+        }
+    }
+    outcome
+}
+
+/// Returns once this process holds the Lease; errors reading or taking it are retried.
+async fn acquire(lease: &LeaseManager) {
+    loop {
+        match lease.changed().await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(error) => {
+                warn!(error = %error, "leader election: cannot read or take the Lease; trying again");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// Renews the Lease until it is lost; returns why. A failed renewal counts as lost: the
+/// Lease may expire before the next try, and then another replica may lead.
+async fn keep(lease: &LeaseManager) -> String {
+    loop {
+        match lease.changed().await {
+            Ok(true) => {}
+            Ok(false) => return "another replica holds it".into(),
+            Err(error) => return format!("renewing it failed: {error}"),
+        }
+    }
+}
+
+/// Watches, reconciles and serves until `stop` completes and in-flight reconciles are done
+/// (or [`DRAIN_LIMIT`] has passed).
+async fn reconcile_until(
+    config: Config,
+    client: kube::Client,
+    health: Health,
+    writer: reflector::store::Writer<BasetenSecret>,
+    stop: Stop,
+) -> anyhow::Result<()> {
+    let namespaces: Vec<Option<String>> = if config.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.watch_namespaces.iter().cloned().map(Some).collect()
+    };
+    let resources_in = |ns: &Option<String>| -> Api<BasetenSecret> {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    };
+    // Fail early with a clear message when the CRD is not installed or a namespace is not
+    // allowed.
+    for ns in &namespaces {
+        if let Err(error) = resources_in(ns)
+            .list(&kube::api::ListParams::default().limit(1))
+            .await
+        {
+            anyhow::bail!(
+                "cannot list BasetenSecrets in {} ({error}); is the CRD installed (kubectl apply -k crds/) and may this identity list them there?",
+                ns.as_deref()
+                    .map_or("any namespace".to_string(), |ns| format!("namespace {ns}"))
+            );
+        }
+    }
+
+    let reader = writer.as_reader();
+    let (requeue, requeued) = futures::channel::mpsc::unbounded();
+    let metrics = health.metrics.clone();
     let mut transport = config.transport.clone();
     transport.metrics = Some(metrics.clone());
     let ctx = Arc::new(Context::new(
@@ -141,11 +215,18 @@ pub async fn run(
     // Ready once the first list is in the cache. (Set from the stream itself: kube's
     // `Store::wait_until_ready` wakes only one of several waiters, and the controller waits
     // on it too.)
-    let ready = Arc::new(AtomicBool::new(false));
-    let listed = ready.clone();
+    let listed = health.ready.clone();
     let drift_requeue = requeue.clone();
-    let resource_events = watcher(resources, watch_config())
-        .backoff(WatchBackoff::new())
+    let watches = namespaces
+        .iter()
+        .map(|ns| {
+            let events: Events = watcher(resources_in(ns), watch_config())
+                .backoff(WatchBackoff::new())
+                .boxed();
+            (ns.clone().unwrap_or_default(), events)
+        })
+        .collect();
+    let resource_events = merge_namespaces(watches, reader.clone())
         .modify(prune)
         .reflect(writer)
         .inspect_ok(move |event| {
@@ -185,12 +266,6 @@ pub async fn run(
             .collect::<Vec<_>>()
     };
 
-    let health = Health {
-        ready,
-        metrics,
-        store: controller.store(),
-    };
-    let server = tokio::spawn(server::serve(listener, health));
     let (key_changed, key_changes) = futures::channel::mpsc::unbounded();
     let key_file = config.api_key_file.clone().map(|path| {
         tokio::spawn(crate::credentials::follow_key_file(
@@ -209,24 +284,30 @@ pub async fn run(
         controller.store(),
         drift_requeue,
     ));
+    // With a selector, the watch sees only Secrets that may be read.
+    let secret_events = stream::select_all(namespaces.iter().map(|ns| {
+        let secrets: Api<PartialObjectMeta<Secret>> = match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        watcher(secrets, secrets_config.clone())
+            .backoff(WatchBackoff::new())
+            .touched_objects()
+            .boxed()
+    }));
     info!(
-        namespace = config.watch_namespace.as_deref().unwrap_or("*"),
+        namespaces = %if config.watch_namespaces.is_empty() { "*".to_string() } else { config.watch_namespaces.join(",") },
         concurrency = config.concurrency,
         "starting controller"
     );
-    controller
+    let running = controller
         // Secrets are watched by metadata only (the API type is PartialObjectMeta): no
         // payload is ever sent to or cached in this process by the watch.
-        .watches_stream(
-            watcher(secrets, secrets_config)
-                .backoff(WatchBackoff::new())
-                .touched_objects(),
-            mapper,
-        )
+        .watches_stream(secret_events, mapper)
         .reconcile_on(requeued)
         .reconcile_all_on(key_changes)
         .with_config(controller::Config::default().concurrency(config.concurrency))
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(stop.clone())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -234,10 +315,15 @@ pub async fn run(
                 Err(controller::Error::ReconcilerFailed(..)) => {}
                 Err(error) => warn!(error = %error, "controller error"),
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        () = running => {}
+        () = async {
+            stop.await;
+            tokio::time::sleep(DRAIN_LIMIT).await;
+        } => warn!(limit_seconds = DRAIN_LIMIT.as_secs(), "reconciles still running at the drain limit; stopping without them"),
+    }
     drift.abort();
-    server.abort();
     if let Some(key_file) = key_file {
         key_file.abort();
     }

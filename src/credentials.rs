@@ -14,9 +14,7 @@ use std::time::Duration;
 use futures::channel::mpsc::UnboundedSender;
 use tracing::{info, warn};
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::Api;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::baseten::{BasetenClient, Transport};
@@ -24,7 +22,7 @@ use crate::crd::BasetenSecret;
 use crate::error::Result;
 use crate::hash::HashKey;
 use crate::index::SecretIndex;
-use crate::reconcile::value::{Unusable, extract_value, not_allowed};
+use crate::reconcile::value::{Unusable, extract_value, get_secret, not_allowed};
 use crate::selector::SecretSelector;
 use crate::status::Reason;
 
@@ -148,8 +146,11 @@ impl Credentials {
         {
             return Ok(Ok(key.clone()));
         }
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-        let Some(secret) = secrets.get_opt(&key_ref.name).await? else {
+        let secret = match get_secret(client, &namespace, &key_ref.name).await? {
+            Ok(secret) => secret,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let Some(secret) = secret else {
             lock(&self.from_secrets).remove(&cache_key);
             return Ok(Err((
                 Reason::ApiKeyNotFound,

@@ -22,6 +22,7 @@ pub mod selector;
 pub mod server;
 pub mod status;
 pub mod telemetry;
+pub mod watch;
 
 pub use crd::{BasetenSecret, BasetenSecretSpec, BasetenSecretStatus};
 pub use process::{install_crypto_provider, shutdown_signal};

@@ -1,5 +1,5 @@
 //! One HTTP listener for operations: `/livez` (the process serves), `/readyz` (the caches
-//! are synced) and `/metrics` (Prometheus text format).
+//! are synced, or a standby waits) and `/metrics` (Prometheus text format).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,6 +23,8 @@ use crate::metrics::Metrics;
 pub struct Health {
     /// Set once the resource cache has been listed.
     pub ready: Arc<AtomicBool>,
+    /// Set while this process waits for the leader Lease (live, ready, and idle).
+    pub standby: Arc<AtomicBool>,
     /// The operator's counters.
     pub metrics: Arc<Metrics>,
     /// The resource cache, for resources by Ready reason.
@@ -34,7 +36,11 @@ async fn livez() -> &'static str {
 }
 
 async fn readyz(State(health): State<Health>) -> impl IntoResponse {
-    if health.ready.load(Ordering::SeqCst) {
+    if health.standby.load(Ordering::SeqCst) {
+        // A standby is ready: it serves its purpose by waiting, and counting it keeps
+        // rollouts and PodDisruptionBudgets moving.
+        (StatusCode::OK, "ok (standby)")
+    } else if health.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "caches are not synced yet")
@@ -52,7 +58,9 @@ async fn metrics(State(health): State<Health>) -> impl IntoResponse {
     }
     (
         [("content-type", "text/plain; version=0.0.4")],
-        health.metrics.render(&reasons, true),
+        health
+            .metrics
+            .render(&reasons, !health.standby.load(Ordering::SeqCst)),
     )
 }
 

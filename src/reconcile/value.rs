@@ -69,8 +69,16 @@ pub async fn read_value(
     key_ref: &SecretKeyRef,
     selector: Option<&SecretSelector>,
 ) -> Result<Read> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let Some(secret) = secrets.get_opt(&key_ref.name).await? else {
+    let secret = match get_secret(client, namespace, &key_ref.name).await? {
+        Ok(secret) => secret,
+        Err(refused) => {
+            return Ok(Read {
+                version: None,
+                value: Err(refused),
+            });
+        }
+    };
+    let Some(secret) = secret else {
         return Ok(Read {
             version: None,
             value: Err((
@@ -92,6 +100,26 @@ pub async fn read_value(
         version: secret.metadata.resource_version.clone(),
         value: extract_value(&secret, key_ref, namespace),
     })
+}
+
+/// Reads a Secret of `namespace`; `Ok(Err(..))` when the operator's RBAC forbids it (as in
+/// the namespaced install, outside its namespaces), which only the user can change.
+pub async fn get_secret(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<std::result::Result<Option<Secret>, Unusable>> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    match secrets.get_opt(name).await {
+        Ok(secret) => Ok(Ok(secret)),
+        Err(kube::Error::Api(status)) if status.code == 403 => Ok(Err((
+            Reason::SecretNotAllowed,
+            format!(
+                "the operator may not read Secret {namespace}/{name}: its RBAC forbids reading Secrets in namespace {namespace}; with the namespaced install, add the namespace to --watch-namespaces and give it the operator's Role there"
+            ),
+        ))),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Why `secret` may not be read, when the operator requires labels it lacks.

@@ -24,15 +24,17 @@ stop() {
   while kill -0 "$child" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
   kill -KILL "$child" 2>/dev/null
   wait "$child" 2>/dev/null
+  rc=$?
   [ -n "$cleanup" ] && rm -rf "$cleanup"
-  exit 0
+  exit $rc
 }
 trap stop TERM INT HUP
 while kill -0 "$parent" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5; done
 stop
 "#;
 
-/// A child process under a watchdog; stopped (SIGTERM, then SIGKILL) when dropped.
+/// A child process under a watchdog; stopped (SIGTERM, then SIGKILL) when dropped. The
+/// watchdog exits with the child's exit status (128 + the signal when a signal ended it).
 pub struct Supervised {
     watchdog: Child,
     program: std::path::PathBuf,
@@ -100,6 +102,35 @@ impl Supervised {
     /// Whether the child (and so its watchdog) has exited.
     pub fn has_exited(&mut self) -> bool {
         matches!(self.watchdog.try_wait(), Ok(Some(_)))
+    }
+
+    /// The child's exit status once it has exited (through its watchdog, which notices
+    /// within half a second).
+    pub fn exit_code(&mut self) -> Option<i32> {
+        match self.watchdog.try_wait() {
+            Ok(Some(status)) => status.code(),
+            _ => None,
+        }
+    }
+
+    /// Sends SIGTERM to the child itself (not its watchdog, which would SIGKILL it after
+    /// five seconds) and waits up to `limit` for it to exit; its exit status, `None` if it
+    /// still runs.
+    pub fn terminate_child(&mut self, limit: Duration) -> Option<i32> {
+        if let Some(pid) = self.child_pid() {
+            let _ = Command::new("sh")
+                .args(["-c", "kill -TERM \"$0\""])
+                .arg(pid.to_string())
+                .status();
+        }
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(code) = self.exit_code() {
+                return Some(code);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// Kills the child with SIGKILL, as the kernel's OOM killer or a node failure would, and
