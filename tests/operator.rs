@@ -5,7 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::operator::{API_KEY, Harness, OperatorOptions};
+use baseten_secrets_operator::BasetenSecret;
+use common::operator::{API_KEY, Harness, OperatorOptions, WAIT};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
@@ -589,4 +590,45 @@ async fn health_and_metrics_move_as_the_operator_works() {
     for secret in [value, "rotated-metric-value", API_KEY, "measured", &h.ns] {
         assert!(!text.contains(secret), "{secret:?} in /metrics");
     }
+}
+
+// Multi-threaded: the emulator runs in this test's runtime and must keep answering while
+// the test blocks waiting for the process to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_write_in_flight_and_exits_0_within_10_seconds() {
+    let mut h = Harness::start("drain").await;
+    let before = h.synced("drain", "drain", "token", b"v1").await;
+    let writes = h.logged("drain", "decision=Changed");
+    // Baseten answers the next write after 3 s: SIGTERM arrives while it is in flight.
+    h.fault(json!({"path_prefix": "/v1/secrets", "method": "POST", "latency_ms": 3000}))
+        .await;
+    h.apply_secret("drain", &[("token", b"v2")], json!({}))
+        .await;
+    let deadline = Instant::now() + WAIT;
+    while h.logged("drain", "decision=Changed") == writes {
+        assert!(Instant::now() < deadline, "{}", h.operator_logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        h.baseten_secret("drain").await.unwrap().value,
+        "v1",
+        "the write is still in flight"
+    );
+    let (code, took) = h.terminate_operator(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "exit status; {}", h.operator_logs());
+    eprintln!("exited {took:?} after SIGTERM");
+    assert_eq!(
+        h.baseten_secret("drain").await.unwrap().value,
+        "v2",
+        "{}",
+        h.operator_logs()
+    );
+    let after = h.bts_api().get("drain").await.unwrap();
+    let hash = |o: &BasetenSecret| o.status.as_ref().unwrap().synced_hash.clone();
+    assert_ne!(
+        hash(&after),
+        hash(&before),
+        "the status records the finished write before the process exits"
+    );
 }

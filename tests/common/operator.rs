@@ -102,6 +102,90 @@ pub struct OperatorOptions {
     pub emulator_rate_limit: Option<u32>,
     /// A Baseten URL to use instead of the emulator's.
     pub baseten_url: Option<String>,
+    /// Run the operator as an installed overlay runs it instead of with the test's own
+    /// namespace and deploy/base's RBAC.
+    pub deployed: Option<Deployed>,
+    /// Start the harness's operator process at once (else call `start_operator` or `spawn`).
+    pub start: bool,
+}
+
+/// How an overlay runs the operator: its Deployment's arguments and its ServiceAccount.
+#[derive(Clone)]
+pub struct Deployed {
+    /// The container's arguments, without --api-key-file (the harness mounts its own).
+    pub args: Vec<String>,
+    /// A kubeconfig authenticating as the overlay's ServiceAccount.
+    pub kubeconfig: PathBuf,
+    /// The namespace the Downward API would give (POD_NAMESPACE).
+    pub pod_namespace: String,
+}
+
+/// One operator process started by [`Harness::spawn`], besides the harness's own.
+pub struct Process {
+    /// The process.
+    pub process: Supervised,
+    /// Its log.
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// Everything it logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The address of its HTTP listener, once logged.
+    pub async fn http_addr(&self) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(addr) = logged_http_addr(&self.logs()) {
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no HTTP listener logged:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// GETs `path` from its HTTP listener: (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = reqwest::Client::new()
+            .get(format!("http://{}{path}", self.http_addr().await))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// The value of an unlabelled metric (without the prefix), from /metrics.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, text) = self.get("/metrics").await;
+        let full = format!("baseten_secrets_operator_{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&full))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    }
+}
+
+/// The address in the operator's "serving /livez, /readyz and /metrics" line (text or JSON).
+fn logged_http_addr(log: &str) -> Option<String> {
+    log.lines()
+        .find(|l| l.contains("serving /livez, /readyz and /metrics"))
+        .and_then(|l| {
+            let at = l
+                .find("addr=")
+                .map(|i| i + 5)
+                .or_else(|| l.find("\"addr\":\"").map(|i| i + 8))?;
+            let rest = &l[at..];
+            let end = rest
+                .find(|c: char| c.is_whitespace() || c == '"')
+                .unwrap_or(rest.len());
+            Some(rest[..end].to_string())
+        })
 }
 
 impl Default for OperatorOptions {
@@ -117,6 +201,8 @@ impl Default for OperatorOptions {
             baseten_timeout_seconds: None,
             emulator_rate_limit: None,
             baseten_url: None,
+            deployed: None,
+            start: true,
         }
     }
 }
@@ -167,7 +253,9 @@ impl Harness {
         } else {
             baseten_emulator::spawn(listen, config).await.unwrap()
         };
-        least_privilege_kubeconfig(&client, &dir.path().join("operator.kubeconfig")).await;
+        if options.deployed.is_none() {
+            least_privilege_kubeconfig(&client, &dir.path().join("operator.kubeconfig")).await;
+        }
         let mut harness = Self {
             client,
             ns,
@@ -179,7 +267,9 @@ impl Harness {
             starts: 0,
             wait: WAIT,
         };
-        harness.start_operator();
+        if harness.options.start {
+            harness.start_operator();
+        }
         harness
     }
 
@@ -188,24 +278,47 @@ impl Harness {
         self.stop_operator();
         self.starts += 1;
         let log = self.log_path(self.starts);
+        self.operator = Some(self.spawn_at(&log, None));
+    }
+
+    /// Starts one more operator process with pod name `pod_name` (for leader election).
+    pub fn spawn(&mut self, pod_name: &str) -> Process {
+        let log = self.dir.path().join(format!("{pod_name}.log"));
+        Process {
+            process: self.spawn_at(&log, Some(pod_name)),
+            log,
+        }
+    }
+
+    fn spawn_at(&self, log: &std::path::Path, pod_name: Option<&str>) -> Supervised {
         let mut env: Vec<(&str, &str)> = vec![
             ("RUST_LOG", &self.options.rust_log),
             (testenv::SESSION_ENV, "test"),
         ];
-        let mut args = vec![
-            format!("--watch-namespace={}", self.ns),
-            format!(
-                "--baseten-url={}",
-                self.options
-                    .baseten_url
-                    .clone()
-                    .unwrap_or_else(|| self.emulator.url())
-            ),
+        let baseten_url = self
+            .options
+            .baseten_url
+            .clone()
+            .unwrap_or_else(|| self.emulator.url());
+        let mut args = match &self.options.deployed {
+            Some(deployed) => {
+                env.push(("POD_NAMESPACE", &deployed.pod_namespace));
+                deployed.args.clone()
+            }
+            None => vec![
+                format!("--watch-namespace={}", self.ns),
+                "--concurrency=4".into(),
+            ],
+        };
+        args.extend([
+            format!("--baseten-url={baseten_url}"),
             format!("--log-format={}", self.options.log_format),
-            "--concurrency=4".into(),
             // Tests run side by side: each operator listens on a free port.
             "--http-addr=127.0.0.1:0".into(),
-        ];
+        ]);
+        if let Some(pod_name) = pod_name {
+            env.push(("POD_NAME", pod_name));
+        }
         if self.options.trust_test_ca {
             args.push(format!(
                 "--baseten-ca-file={}",
@@ -218,28 +331,32 @@ impl Harness {
         if let Some(selector) = &self.options.secret_label_selector {
             args.push(format!("--secret-label-selector={selector}"));
         }
-        if self.options.key_file {
-            self.write_key_file(&self.options.api_key);
+        if self.options.key_file || self.options.deployed.is_some() {
+            if !self.key_file_path().exists() {
+                self.write_key_file(&self.options.api_key);
+            }
             args.push(format!("--api-key-file={}", self.key_file_path().display()));
         } else {
             env.push(("BASETEN_API_KEY", &self.options.api_key));
         }
-        let kubeconfig = self
-            .dir
-            .path()
-            .join("operator.kubeconfig")
-            .display()
-            .to_string();
+        let kubeconfig = match &self.options.deployed {
+            Some(deployed) => deployed.kubeconfig.display().to_string(),
+            None => self
+                .dir
+                .path()
+                .join("operator.kubeconfig")
+                .display()
+                .to_string(),
+        };
         env.push(("KUBECONFIG", &kubeconfig));
-        let operator = Supervised::spawn_with_env(
+        Supervised::spawn_with_env(
             &PathBuf::from(env!("CARGO_BIN_EXE_baseten-secrets-operator")),
             &args,
             &env,
-            &log,
+            log,
             None,
         )
-        .expect("start operator");
-        self.operator = Some(operator);
+        .expect("start operator")
     }
 
     fn key_file_path(&self) -> PathBuf {
@@ -258,21 +375,7 @@ impl Harness {
     pub async fn http_addr(&self) -> String {
         self.poll_until("the operator's HTTP listener", async || {
             let log = std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default();
-            let addr = log
-                .lines()
-                .find(|l| l.contains("serving /livez, /readyz and /metrics"))
-                .and_then(|l| {
-                    let at = l
-                        .find("addr=")
-                        .map(|i| i + 5)
-                        .or_else(|| l.find("\"addr\":\"").map(|i| i + 8))?;
-                    let rest = &l[at..];
-                    let end = rest
-                        .find(|c: char| c.is_whitespace() || c == '"')
-                        .unwrap_or(rest.len());
-                    Some(rest[..end].to_string())
-                });
-            (addr, "no listener logged yet".to_string())
+            (logged_http_addr(&log), "no listener logged yet".to_string())
         })
         .await
     }
@@ -297,6 +400,17 @@ impl Harness {
         if let Some(mut operator) = self.operator.take() {
             operator.kill_child();
         }
+    }
+
+    /// Sends SIGTERM to the operator process itself and waits up to `limit`: its exit
+    /// status (`None` if still running) and how long it took.
+    pub fn terminate_operator(&mut self, limit: Duration) -> (Option<i32>, Duration) {
+        let started = Instant::now();
+        let code = self
+            .operator
+            .as_mut()
+            .and_then(|o| o.terminate_child(limit));
+        (code, started.elapsed())
     }
 
     /// Stops the operator process (SIGTERM), waiting for it to exit.

@@ -1,0 +1,390 @@
+//! The shipped manifests on the real control plane: each overlay applies server-side with
+//! kubectl, and the operator, run with that overlay's Deployment arguments and its
+//! ServiceAccount's token, does the whole job (and, with the ha overlay, elects one leader).
+//!
+//! The overlays install fixed names (the operator's namespace, its ClusterRole, team-a and
+//! team-b), so these tests take turns.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::operator::{Deployed, Harness, OperatorOptions, Process};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::Role;
+use kube::api::{Api, Patch, PatchParams};
+use serde::Deserialize;
+use serde_json::json;
+
+/// The namespace every overlay installs the operator into.
+const OPERATOR_NAMESPACE: &str = "baseten-secrets-operator";
+
+/// The namespaces the namespaced overlay watches.
+const TEAM_NAMESPACES: [&str; 2] = ["team-a", "team-b"];
+
+/// One overlay test at a time: they share cluster-wide names.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// kubectl from the control-plane build (or the PATH, against an existing cluster).
+fn kubectl(args: &[&str]) -> String {
+    let built = testenv::bin_dir().join("kubectl");
+    let program = if built.exists() {
+        built
+    } else {
+        PathBuf::from("kubectl")
+    };
+    let mut command = Command::new(program);
+    if let Some(kubeconfig) = testenv::shared().kubeconfig() {
+        command.env("KUBECONFIG", kubeconfig);
+    }
+    let output = command
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("run kubectl");
+    assert!(
+        output.status.success(),
+        "kubectl {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Applies an overlay exactly as the README says, server-side.
+fn apply_overlay(overlay: &str) {
+    let out = kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-k",
+        &format!("deploy/{overlay}"),
+    ]);
+    assert!(out.contains("serverside-applied"), "{out}");
+}
+
+/// The operator container's arguments in the overlay's Deployment, without the key file
+/// (the harness passes its own).
+fn deployment_args(overlay: &str) -> Vec<String> {
+    let rendered = kubectl(&["kustomize", &format!("deploy/{overlay}")]);
+    let deployment = serde_yaml::Deserializer::from_str(&rendered)
+        .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
+        .find(|doc| doc["kind"] == "Deployment")
+        .expect("a Deployment");
+    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .filter(|a| !a.starts_with("--api-key-file"))
+        .collect()
+}
+
+/// A kubeconfig file authenticating as the overlay's ServiceAccount.
+async fn service_account_kubeconfig(client: &kube::Client, dir: &Path) -> PathBuf {
+    let token = common::service_account_token(client, OPERATOR_NAMESPACE, OPERATOR_NAMESPACE).await;
+    let path = dir.join("deployed.kubeconfig");
+    std::fs::write(
+        &path,
+        serde_yaml::to_string(&common::kubeconfig_with_token(&token)).unwrap(),
+    )
+    .unwrap();
+    path
+}
+
+/// A harness whose operator runs as `overlay` deploys it.
+async fn deployed_harness(overlay: &str, prefix: &str, dir: &Path, start: bool) -> Harness {
+    let client = common::client().await;
+    let deployed = Deployed {
+        args: deployment_args(overlay),
+        kubeconfig: service_account_kubeconfig(&client, dir).await,
+        pod_namespace: OPERATOR_NAMESPACE.into(),
+    };
+    Harness::start_with(
+        prefix,
+        OperatorOptions {
+            deployed: Some(deployed),
+            start,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Create, update, and delete with deletionPolicy Delete (the finalizer): every verb the
+/// operator uses, in the harness's current namespace.
+async fn full_sync(h: &Harness, name: &str) {
+    h.apply_secret(name, &[("token", b"first")], json!({}))
+        .await;
+    h.apply_bts(
+        name,
+        json!({"secretRef": {"name": name, "key": "token"}, "deletionPolicy": "Delete"}),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    h.wait_reason(name, "Synced").await;
+    h.wait_baseten(name, "the first value", |s| s.value == "first")
+        .await;
+    h.apply_secret(name, &[("token", b"second")], json!({}))
+        .await;
+    h.wait_baseten(name, "the second value", |s| s.value == "second")
+        .await;
+    assert!(!h.events_for(name).await.is_empty(), "events are published");
+    h.bts_api().delete(name, &Default::default()).await.unwrap();
+    h.wait_gone(name).await;
+    assert!(
+        h.baseten_secret(name).await.is_none(),
+        "deleted from Baseten with the resource"
+    );
+}
+
+#[tokio::test]
+async fn base_applies_server_side_and_its_service_account_does_the_whole_job() {
+    let _turn = TURN.lock().await;
+    apply_overlay("base");
+    let dir = tempfile::tempdir().unwrap();
+    let h = deployed_harness("base", "deploy-base", dir.path(), true).await;
+    full_sync(&h, "base-sync").await;
+}
+
+#[tokio::test]
+async fn namespaced_reads_only_its_namespaces_and_says_so_when_refused() {
+    let _turn = TURN.lock().await;
+    let client = common::client().await;
+    for ns in TEAM_NAMESPACES {
+        testenv::cluster::ensure_namespace(&client, ns)
+            .await
+            .unwrap();
+    }
+    // What base may have installed before: the namespaced overlay has no cluster-wide grant.
+    kubectl(&[
+        "delete",
+        "clusterrolebinding,clusterrole",
+        OPERATOR_NAMESPACE,
+        "--ignore-not-found",
+    ]);
+    apply_overlay("overlays/namespaced");
+    let dir = tempfile::tempdir().unwrap();
+    let mut h =
+        deployed_harness("overlays/namespaced", "deploy-namespaced", dir.path(), true).await;
+    let outside = h.ns.clone();
+
+    // The ServiceAccount cannot read Secrets anywhere else.
+    let token =
+        common::service_account_token(&client, OPERATOR_NAMESPACE, OPERATOR_NAMESPACE).await;
+    let as_operator = common::client_with_token(&token).await;
+    h.apply_secret("elsewhere", &[("token", b"x")], json!({}))
+        .await;
+    let refused = Api::<Secret>::namespaced(as_operator.clone(), &outside)
+        .get("elsewhere")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, kube::Error::Api(s) if s.code == 403),
+        "{refused:?}"
+    );
+    let refused = Api::<Secret>::all(as_operator)
+        .list(&Default::default())
+        .await;
+    assert!(refused.is_err(), "no cluster-wide Secret list");
+
+    // Both listed namespaces work end to end.
+    for (i, ns) in TEAM_NAMESPACES.iter().enumerate() {
+        h.ns = ns.to_string();
+        full_sync(&h, &format!("team-sync-{i}")).await;
+    }
+
+    // When its Role no longer lets it read a Secret there, a resource says so.
+    let roles: Api<Role> = Api::namespaced(client.clone(), "team-b");
+    let mut role = roles.get(OPERATOR_NAMESPACE).await.unwrap();
+    let all_rules = role.rules.clone();
+    role.rules = all_rules.clone().map(|rules| {
+        rules
+            .into_iter()
+            .filter(|r| !r.resources.iter().flatten().any(|x| x == "secrets"))
+            .collect()
+    });
+    role.metadata.managed_fields = None;
+    roles
+        .replace(OPERATOR_NAMESPACE, &Default::default(), &role)
+        .await
+        .unwrap();
+    h.ns = "team-b".into();
+    h.apply_secret("refused", &[("token", b"x")], json!({}))
+        .await;
+    h.apply_bts(
+        "refused",
+        json!({"secretRef": {"name": "refused", "key": "token"}}),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    let object = h.wait_reason("refused", "SecretNotAllowed").await;
+    let message = object.ready_condition().unwrap().message.clone();
+    assert!(
+        message.contains("RBAC") && message.contains("team-b/refused"),
+        "{message}"
+    );
+    assert!(h.baseten_secret("refused").await.is_none());
+    let mut role = roles.get(OPERATOR_NAMESPACE).await.unwrap();
+    role.rules = all_rules;
+    roles
+        .replace(OPERATOR_NAMESPACE, &Default::default(), &role)
+        .await
+        .unwrap();
+}
+
+/// Which of the processes leads, once exactly one does and the other waits as a ready
+/// standby.
+async fn leader_of(processes: &[&Process], within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut leaders = Vec::new();
+        for (i, p) in processes.iter().enumerate() {
+            if p.logs().contains("became the leader") && p.metric("leader").await == 1.0 {
+                leaders.push(i);
+            }
+        }
+        if leaders.len() == 1 {
+            return leaders[0];
+        }
+        assert!(
+            leaders.len() < 2,
+            "two leaders at once:\n{}",
+            processes.iter().map(|p| p.logs()).collect::<String>()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no leader within {within:?}:\n{}",
+            processes.iter().map(|p| p.logs()).collect::<String>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// Multi-threaded: the emulator runs in this test's runtime and must keep answering while
+// the test blocks waiting for the process to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_elects_one_writer_fails_over_hands_over_cleanly_and_stops_when_the_lease_is_lost() {
+    let _turn = TURN.lock().await;
+    kubectl(&[
+        "delete",
+        "lease",
+        "-n",
+        OPERATOR_NAMESPACE,
+        OPERATOR_NAMESPACE,
+        "--ignore-not-found",
+    ]);
+    apply_overlay("overlays/ha");
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = deployed_harness("overlays/ha", "deploy-ha", dir.path(), false).await;
+    let mut a = h.spawn("pod-a");
+    let mut b = h.spawn("pod-b");
+    let first = leader_of(&[&a, &b], Duration::from_secs(30)).await;
+    let (leader, standby) = if first == 0 {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    let (leader_name, standby_name) = if first == 0 {
+        ("pod-a", "pod-b")
+    } else {
+        ("pod-b", "pod-a")
+    };
+
+    // Only the leader writes; the standby is live, ready and idle.
+    for i in 0..3 {
+        h.synced(&format!("ha-{i}"), &format!("ha-{i}"), "token", b"v1")
+            .await;
+    }
+    for path in ["/livez", "/readyz"] {
+        assert_eq!(standby.get(path).await.0, 200, "standby {path}");
+    }
+    assert_eq!(standby.metric("reconciles_total").await, 0.0);
+    assert!(leader.metric("reconciles_total").await >= 3.0);
+    for event in h.events_for("ha-0").await {
+        assert_eq!(event.reporting_instance.as_deref(), Some(leader_name));
+    }
+
+    // SIGKILL the leader with work pending: the standby takes over within the Lease
+    // duration (15 s) and does it.
+    leader.process.kill_child();
+    let killed = Instant::now();
+    h.apply_secret("ha-1", &[("token", b"v2")], json!({})).await;
+    h.wait_baseten("ha-1", "the value written after the leader died", |s| {
+        s.value == "v2"
+    })
+    .await;
+    let took_over = killed.elapsed();
+    assert!(
+        standby.logs().contains("became the leader"),
+        "{}",
+        standby.logs()
+    );
+    assert!(
+        took_over < Duration::from_secs(15 + 5),
+        "takeover took {took_over:?}"
+    );
+    eprintln!("takeover after SIGKILL: {took_over:?}");
+
+    // A clean handover: the old leader comes back as standby, SIGTERM to the new leader
+    // exits 0 within 10 s, and the next leader writes nothing that is already in Baseten.
+    let mut revived = h.spawn(&format!("{leader_name}-2"));
+    let upserts = h.upsert_requests().await;
+    let stopped = Instant::now();
+    let code = standby.process.terminate_child(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{}", standby.logs());
+    eprintln!("leader exited after SIGTERM in {:?}", stopped.elapsed());
+    assert!(standby.logs().contains("released the leader Lease"));
+    leader_of(&[&revived], Duration::from_secs(20)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while revived.metric("reconciles_total").await < 3.0 {
+        assert!(Instant::now() < deadline, "{}", revived.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        h.upsert_requests().await,
+        upserts,
+        "a clean handover writes nothing twice"
+    );
+    let _ = standby_name;
+
+    // Losing the Lease ends the process instead of leaving two writers.
+    let leases: Api<Lease> = Api::namespaced(h.client.clone(), OPERATOR_NAMESPACE);
+    leases
+        .patch(
+            OPERATOR_NAMESPACE,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "holderIdentity": "intruder",
+                "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                    k8s_openapi::jiff::Timestamp::now()
+                ),
+                "leaseDurationSeconds": 60,
+            }})),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(code) = revived.process.exit_code() {
+            break code;
+        }
+        assert!(Instant::now() < deadline, "{}", revived.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_ne!(code, 0);
+    assert!(
+        revived.logs().contains("lost the leader Lease"),
+        "{}",
+        revived.logs()
+    );
+}
