@@ -699,6 +699,17 @@ impl Harness {
         assert!(response.status().is_success());
     }
 
+    /// Removes every fault of the emulator.
+    pub async fn clear_faults(&self) {
+        self.http
+            .delete(format!("{}/_admin/faults", self.emulator.url()))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+    }
+
     /// Upserts counted by the emulator (POST requests answered, any status).
     pub async fn upsert_requests(&self) -> usize {
         self.baseten_requests()
