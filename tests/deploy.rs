@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::operator::{Deployed, Harness, OperatorOptions, Process};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::rbac::v1::Role;
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role};
 use kube::api::{Api, Patch, PatchParams};
 use serde::Deserialize;
 use serde_json::json;
@@ -70,15 +70,26 @@ fn apply_overlay(overlay: &str) {
     assert!(out.contains("serverside-applied"), "{out}");
 }
 
+/// The objects an overlay installs, rendered by kubectl's kustomize.
+fn rendered(overlay: &str) -> Vec<serde_yaml::Value> {
+    let rendered = kubectl(&["kustomize", &format!("deploy/{overlay}")]);
+    serde_yaml::Deserializer::from_str(&rendered)
+        .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
+        .collect()
+}
+
+/// The overlay's Deployment.
+fn deployment(overlay: &str) -> serde_yaml::Value {
+    rendered(overlay)
+        .into_iter()
+        .find(|doc| doc["kind"] == "Deployment")
+        .expect("a Deployment")
+}
+
 /// The operator container's arguments in the overlay's Deployment, without the key file
 /// (the harness passes its own).
 fn deployment_args(overlay: &str) -> Vec<String> {
-    let rendered = kubectl(&["kustomize", &format!("deploy/{overlay}")]);
-    let deployment = serde_yaml::Deserializer::from_str(&rendered)
-        .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
-        .find(|doc| doc["kind"] == "Deployment")
-        .expect("a Deployment");
-    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    deployment(overlay)["spec"]["template"]["spec"]["containers"][0]["args"]
         .as_sequence()
         .unwrap()
         .iter()
@@ -387,4 +398,349 @@ async fn ha_elects_one_writer_fails_over_hands_over_cleanly_and_stops_when_the_l
         "{}",
         revived.logs()
     );
+}
+
+/// The rules of the first `kind` object in a manifest.
+fn rules_of(manifest: &str, kind: &str) -> Vec<PolicyRule> {
+    serde_yaml::Deserializer::from_str(manifest)
+        .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
+        .find(|doc| doc["kind"] == kind)
+        .map(|doc| serde_yaml::from_value(doc["rules"].clone()).unwrap())
+        .unwrap()
+}
+
+/// Every way to take one verb away from `rules`: (what was removed, the rules without it).
+fn without_one_verb(rules: &[PolicyRule]) -> Vec<(String, Vec<PolicyRule>)> {
+    let mut variants = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        for verb in &rule.verbs {
+            let mut fewer = rules.to_vec();
+            fewer[i].verbs.retain(|v| v != verb);
+            if fewer[i].verbs.is_empty() {
+                fewer.remove(i);
+            }
+            let resources = rule.resources.clone().unwrap_or_default().join(",");
+            variants.push((format!("{verb} {resources}"), fewer));
+        }
+    }
+    variants
+}
+
+/// One operator whose ServiceAccount has `cluster_rules` cluster-wide (and, with leader
+/// election, `lease_rules` in its namespace), watching its own namespace.
+async fn with_rules(
+    label: &str,
+    cluster_rules: Vec<PolicyRule>,
+    lease_rules: Option<Vec<PolicyRule>>,
+    dir: &Path,
+) -> Harness {
+    let client = common::client().await;
+    let mut h = Harness::start_with(
+        "rbac",
+        OperatorOptions {
+            deployed: Some(Deployed {
+                args: Vec::new(),
+                kubeconfig: dir.join(format!(
+                    "{}.kubeconfig",
+                    label.replace([' ', '/', ','], "-")
+                )),
+                pod_namespace: String::new(),
+            }),
+            start: false,
+            ..Default::default()
+        },
+    )
+    .await;
+    let ns = h.ns.clone();
+    let account = "operator";
+    let token = common::service_account_token(&client, &ns, account).await;
+    let subject = json!([{"kind": "ServiceAccount", "name": account, "namespace": ns}]);
+    let name = format!("rbac-test-{ns}");
+    testenv::cluster::apply_yaml(
+        &client,
+        &serde_json::to_string(&json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": name}, "rules": cluster_rules,
+        }))
+        .unwrap(),
+        &ns,
+    )
+    .await
+    .unwrap();
+    testenv::cluster::apply_yaml(
+        &client,
+        &serde_json::to_string(&json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": name}, "subjects": subject,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        }))
+        .unwrap(),
+        &ns,
+    )
+    .await
+    .unwrap();
+    let deployed = h.options.deployed.as_mut().unwrap();
+    deployed.args = vec![format!("--watch-namespace={ns}")];
+    deployed.pod_namespace = ns.clone();
+    if let Some(rules) = lease_rules {
+        deployed.args.push("--leader-elect".into());
+        for object in [
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                   "metadata": {"name": "leases"}, "rules": rules}),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                   "metadata": {"name": "leases"}, "subjects": subject,
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "leases"}}),
+        ] {
+            testenv::cluster::apply_yaml(&client, &serde_json::to_string(&object).unwrap(), &ns)
+                .await
+                .unwrap();
+        }
+    }
+    std::fs::write(
+        &deployed.kubeconfig,
+        serde_yaml::to_string(&common::kubeconfig_with_token(&token)).unwrap(),
+    )
+    .unwrap();
+    h.start_operator();
+    h
+}
+
+/// The whole job within `limit`: a Secret pushed with deletionPolicy Delete (finalizer),
+/// Synced in status, an event, and an update of the Secret pushed. `Err` says what did not
+/// happen.
+async fn whole_job(h: &Harness, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    h.apply_secret("job", &[("token", b"one")], json!({})).await;
+    h.apply_bts(
+        "job",
+        json!({"secretRef": {"name": "job", "key": "token"}, "deletionPolicy": "Delete"}),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    let mut stage = "Synced with the first value and an event";
+    loop {
+        let object = h.bts_api().get("job").await.unwrap();
+        let synced = object
+            .ready_condition()
+            .is_some_and(|c| c.reason == "Synced");
+        let value = h.baseten_secret("job").await.map(|s| s.value);
+        if stage.starts_with("Synced") && synced && value.as_deref() == Some("one") {
+            if !h.events_for("job").await.is_empty() {
+                stage = "the update pushed";
+                h.apply_secret("job", &[("token", b"two")], json!({})).await;
+            }
+        } else if !stage.starts_with("Synced") && value.as_deref() == Some("two") {
+            // Done, and nothing went wrong on the way (a denied watch, say, is retried by
+            // listing again, which would get there too, but not without a warning).
+            let warnings: Vec<String> = h
+                .operator_logs()
+                .lines()
+                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                .map(str::to_string)
+                .collect();
+            return if warnings.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("done, with warnings: {}", warnings.join("\n")))
+            };
+        }
+        if Instant::now() > deadline {
+            return Err(format!("not within {limit:?}: {stage}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_rbac_rule_is_needed_removing_any_verb_breaks_the_job() {
+    // The base and ha operators watch every namespace: they must not run meanwhile.
+    let _turn = TURN.lock().await;
+    let cluster = rules_of(include_str!("../deploy/base/rbac.yaml"), "ClusterRole");
+    let leases = rules_of(
+        include_str!("../deploy/components/ha/lease-rbac.yaml"),
+        "Role",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut cases: Vec<(String, Vec<PolicyRule>, Option<Vec<PolicyRule>>)> = vec![
+        ("nothing removed".into(), cluster.clone(), None),
+        (
+            "nothing removed, leader election".into(),
+            cluster.clone(),
+            Some(leases.clone()),
+        ),
+    ];
+    for (removed, rules) in without_one_verb(&cluster) {
+        cases.push((removed, rules, None));
+    }
+    for (removed, rules) in without_one_verb(&leases) {
+        cases.push((removed, cluster.clone(), Some(rules)));
+    }
+    // All at once: the cases that must fail wait out the same limit together.
+    let outcomes = futures::future::join_all(cases.into_iter().map(|(label, rules, lease)| {
+        let dir = dir.path().to_path_buf();
+        async move {
+            let h = with_rules(&label, rules, lease, &dir).await;
+            let outcome = whole_job(&h, Duration::from_secs(20)).await;
+            (label, outcome, h.operator_logs())
+        }
+    }))
+    .await;
+    for (label, outcome, _) in &outcomes {
+        eprintln!("{label}: {outcome:?}");
+    }
+    for (label, outcome, logs) in &outcomes {
+        let expected_ok = label.starts_with("nothing removed");
+        assert_eq!(outcome.is_ok(), expected_ok, "{label}: {outcome:?}\n{logs}");
+    }
+}
+
+#[test]
+fn every_overlay_runs_a_hardened_pod_with_probes_and_the_key_as_a_file() {
+    for overlay in ["base", "overlays/namespaced", "overlays/ha"] {
+        let deployment = deployment(overlay);
+        let pod = &deployment["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        let security = &container["securityContext"];
+        let problem = |what: &str| format!("{overlay}: {what}");
+        assert_eq!(
+            pod["securityContext"]["runAsNonRoot"],
+            true,
+            "{}",
+            problem("runAsNonRoot")
+        );
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault",
+            "{}",
+            problem("seccomp")
+        );
+        assert_eq!(
+            security["allowPrivilegeEscalation"],
+            false,
+            "{}",
+            problem("privilege escalation")
+        );
+        assert_eq!(
+            security["readOnlyRootFilesystem"],
+            true,
+            "{}",
+            problem("read-only root")
+        );
+        assert_eq!(
+            security["capabilities"]["drop"],
+            serde_yaml::to_value(["ALL"]).unwrap(),
+            "{}",
+            problem("capabilities")
+        );
+        for (kind, what) in [
+            ("requests", "cpu"),
+            ("requests", "memory"),
+            ("limits", "memory"),
+        ] {
+            assert!(
+                !container["resources"][kind][what].is_null(),
+                "{}",
+                problem(&format!("resources.{kind}.{what}"))
+            );
+        }
+        assert_eq!(
+            container["livenessProbe"]["httpGet"]["path"],
+            "/livez",
+            "{}",
+            problem("liveness")
+        );
+        assert_eq!(
+            container["readinessProbe"]["httpGet"]["path"],
+            "/readyz",
+            "{}",
+            problem("readiness")
+        );
+        // The key is a file from a Secret volume, never an environment variable.
+        let args = serde_yaml::to_string(&container["args"]).unwrap();
+        assert!(
+            args.contains("--api-key-file=/var/run/baseten/api-key"),
+            "{}",
+            problem("key file")
+        );
+        assert!(
+            pod["volumes"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|v| v["secret"]["secretName"] == "baseten-api-key"),
+            "{}",
+            problem("key volume")
+        );
+        let env = serde_yaml::to_string(&container["env"]).unwrap();
+        assert!(
+            !env.contains("BASETEN_API_KEY"),
+            "{}",
+            problem("key in env")
+        );
+        for (name, field) in [
+            ("POD_NAME", "metadata.name"),
+            ("POD_NAMESPACE", "metadata.namespace"),
+        ] {
+            assert!(
+                container["env"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["name"] == name && e["valueFrom"]["fieldRef"]["fieldPath"] == field),
+                "{}",
+                problem(name)
+            );
+        }
+    }
+    let ha = rendered("overlays/ha");
+    let deployment = ha.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert!(deployment_args("overlays/ha").contains(&"--leader-elect".to_string()));
+    assert!(ha.iter().any(|d| d["kind"] == "PodDisruptionBudget"));
+    // Only the ha overlay may touch Leases, and only in the operator's namespace.
+    for overlay in ["base", "overlays/namespaced", "overlays/ha"] {
+        for doc in rendered(overlay) {
+            let grants_leases = serde_yaml::to_string(&doc["rules"])
+                .unwrap()
+                .contains("leases");
+            if grants_leases {
+                assert_eq!(overlay, "overlays/ha", "{overlay} grants Lease access");
+                assert_eq!(doc["kind"], "Role");
+                assert_eq!(doc["metadata"]["namespace"], OPERATOR_NAMESPACE);
+            }
+        }
+    }
+    let namespaced = rendered("overlays/namespaced");
+    assert!(
+        !namespaced
+            .iter()
+            .any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"),
+        "the namespaced overlay grants nothing cluster-wide"
+    );
+}
+
+#[test]
+fn the_dockerfile_builds_the_binary_exactly_as_make_release_does() {
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    let makefile = std::fs::read_to_string(repo().join("Makefile")).unwrap();
+    let build = "build --release --locked --bin baseten-secrets-operator";
+    assert!(
+        dockerfile.contains(&format!("RUN cargo {build}")),
+        "{dockerfile}"
+    );
+    let release = makefile
+        .split("\nrelease:")
+        .nth(1)
+        .and_then(|rest| rest.lines().nth(1))
+        .unwrap_or_default();
+    assert_eq!(release.trim(), format!("$(CARGO) {build}"));
+    assert!(
+        makefile.contains("bench-smoke: controlplane release"),
+        "make test builds it"
+    );
+    // A non-root final stage with CA certificates.
+    let last_stage = dockerfile.rsplit("\nFROM ").next().unwrap();
+    assert!(last_stage.contains("ca-certificates"), "{last_stage}");
+    assert!(last_stage.contains("USER 65532:65532"), "{last_stage}");
 }
