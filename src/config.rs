@@ -69,7 +69,7 @@ pub struct Args {
     pub lease_duration_seconds: u64,
 
     /// How many BasetenSecrets are reconciled at once.
-    #[arg(long, env = "CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, env = "CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
 
     /// Only Secrets matching this label selector (such as baseten.co/push=true) are watched and read; a resource naming any other Secret shows SecretNotAllowed. All Secrets when absent.
