@@ -115,13 +115,16 @@ pub struct Written {
 }
 
 /// The next status from the current one: fields of the last write are kept unless a new write
-/// replaces them; lastTransitionTime moves only when the condition's status flips.
+/// replaces them; lastTransitionTime moves only when the condition's status flips. Times are
+/// in whole seconds, as the apiserver stores them, so the status written compares equal to
+/// the one the watch brings back.
 pub fn next_status(
     current: &BasetenSecretStatus,
     generation: Option<i64>,
     outcome: &Outcome,
     now: Timestamp,
 ) -> BasetenSecretStatus {
+    let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
     let mut next = current.clone();
     next.observed_generation = generation;
     if let Some(written) = &outcome.written {
@@ -240,5 +243,30 @@ mod tests {
         assert_eq!(failed.last_sync_time, Some(Time(at(10))));
         assert_eq!(failed.synced_hash.as_deref(), Some("hmac-sha256:00"));
         assert_eq!(failed.conditions.len(), 1);
+    }
+
+    #[test]
+    fn a_written_status_equals_what_the_apiserver_sends_back() {
+        // The operator keeps the status it wrote until the watch shows it; with sub-second
+        // times the two never compared equal and every written status stayed in memory.
+        let written = Outcome {
+            written: Some(Written {
+                secret: SecretV1 {
+                    name: "a".into(),
+                    created_at: "2026-01-01T00:00:00Z".into(),
+                    id: None,
+                    team_name: None,
+                },
+                baseten_name: "a".into(),
+                synced_hash: "hmac-sha256:00".into(),
+            }),
+            ..outcome(Reason::Synced)
+        };
+        let now =
+            Timestamp::from_second(1_800_000_000).unwrap() + std::time::Duration::from_millis(987);
+        let next = next_status(&BasetenSecretStatus::default(), Some(1), &written, now);
+        let echoed: BasetenSecretStatus =
+            serde_json::from_value(serde_json::to_value(&next).unwrap()).unwrap();
+        assert_eq!(echoed, next);
     }
 }
