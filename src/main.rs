@@ -9,6 +9,12 @@ use clap::Parser;
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
+/// jemalloc returns freed memory to the system in the background and fragments less than
+/// glibc's malloc under this workload (see the README's benchmark section).
+#[cfg(not(feature = "dhat-heap"))]
+#[global_allocator]
+static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     #[cfg(feature = "dhat-heap")]
