@@ -106,35 +106,30 @@ async fn run_elected(
             let _ = lost_tx.send(keep(&lease).await);
         })
     };
-    let lost = Arc::new(std::sync::Mutex::new(None::<String>));
-    let noted = lost.clone();
-    let stop: Stop = futures::future::select(
-        shutdown,
-        async move {
-            if let Ok(why) = lost_rx.await {
-                error!(reason = %why, "lost the leader Lease; stopping so that only one replica writes");
-                *noted.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
-            } else {
-                futures::future::pending::<()>().await;
+    let lost = async move {
+        match lost_rx.await {
+            Ok(why) => why,
+            Err(_) => futures::future::pending().await,
+        }
+    };
+    // Losing the Lease stops everything at once, in-flight reconciles included (no drain):
+    // from now on another replica may lead.
+    tokio::select! {
+        outcome = reconcile_until(config, client, health, writer, shutdown) => {
+            keeper.abort();
+            match lease.release().await {
+                Ok(()) => info!("released the leader Lease"),
+                Err(error) => {
+                    warn!(error = %error, "could not release the leader Lease; a standby takes over when it expires")
+                }
             }
+            outcome
         }
-        .boxed(),
-    )
-    .map(|_| ())
-    .boxed()
-    .shared();
-    let outcome = reconcile_until(config, client, health, writer, stop).await;
-    keeper.abort();
-    if let Some(why) = lost.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        anyhow::bail!("lost the leader Lease ({why})");
-    }
-    match lease.release().await {
-        Ok(()) => info!("released the leader Lease"),
-        Err(error) => {
-            warn!(error = %error, "could not release the leader Lease; a standby takes over when it expires")
+        why = lost => {
+            error!(reason = %why, "lost the leader Lease; stopping so that only one replica writes");
+            anyhow::bail!("lost the leader Lease ({why})")
         }
     }
-    outcome
 }
 
 /// Returns once this process holds the Lease; errors reading or taking it are retried.
