@@ -305,11 +305,7 @@ async fn ha_elects_one_writer_fails_over_hands_over_cleanly_and_stops_when_the_l
     } else {
         (&mut b, &mut a)
     };
-    let (leader_name, standby_name) = if first == 0 {
-        ("pod-a", "pod-b")
-    } else {
-        ("pod-b", "pod-a")
-    };
+    let leader_name = if first == 0 { "pod-a" } else { "pod-b" };
 
     // Only the leader writes; the standby is live, ready and idle.
     for i in 0..3 {
@@ -366,7 +362,6 @@ async fn ha_elects_one_writer_fails_over_hands_over_cleanly_and_stops_when_the_l
         upserts,
         "a clean handover writes nothing twice"
     );
-    let _ = standby_name;
 
     // Losing the Lease ends the process instead of leaving two writers.
     let leases: Api<Lease> = Api::namespaced(h.client.clone(), OPERATOR_NAMESPACE);
