@@ -68,15 +68,13 @@ impl Target {
     }
 }
 
-/// A resource in the order that decides conflicts: oldest first, then namespace and name.
+/// A resource in the order that decides conflicts: oldest first, then `namespace/name`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Claimant {
     /// The resource's creationTimestamp.
     pub created: Option<Timestamp>,
-    /// Its namespace.
-    pub namespace: String,
-    /// Its name.
-    pub name: String,
+    /// `namespace/name`, also the key of its entry (one string for both).
+    id: Key,
 }
 
 impl Claimant {
@@ -84,19 +82,30 @@ impl Claimant {
     pub fn of(object: &BasetenSecret) -> Self {
         Self {
             created: object.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            namespace: object.namespace().unwrap_or_default(),
-            name: object.name_any(),
+            id: key(object),
         }
     }
 
+    /// Its namespace.
+    pub fn namespace(&self) -> &str {
+        self.id
+            .split_once('/')
+            .map_or("", |(namespace, _)| namespace)
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        self.id.split_once('/').map_or(&*self.id, |(_, name)| name)
+    }
+
     fn object_ref(&self) -> ObjectRef<BasetenSecret> {
-        ObjectRef::new(&self.name).within(&self.namespace)
+        ObjectRef::new(self.name()).within(self.namespace())
     }
 }
 
 impl std::fmt::Display for Claimant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
+        f.write_str(&self.id)
     }
 }
 
@@ -137,7 +146,18 @@ impl Entry {
     }
 }
 
-type Key = (String, String);
+/// A resource as `namespace/name` (neither part holds a '/'): one allocation, shared by its
+/// entry's key and its claimant.
+type Key = Arc<str>;
+
+fn key(object: &BasetenSecret) -> Key {
+    format!(
+        "{}/{}",
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    )
+    .into()
+}
 
 /// Claimants per secret, oldest first. Usually one, so a sorted list rather than a tree
 /// (a one-element B-tree allocates room for eleven).
@@ -245,10 +265,13 @@ impl Claims {
     /// Follows one event of the resource watch; returns the resources to reconcile again
     /// because the winner of a secret they want changed.
     pub fn observe(&self, event: &watcher::Event<BasetenSecret>) -> Vec<ObjectRef<BasetenSecret>> {
-        let key = |o: &BasetenSecret| (o.namespace().unwrap_or_default(), o.name_any());
         let mut inner = self.inner();
+        let set = |inner: &mut Inner, object: &BasetenSecret| {
+            let entry = Entry::of(object);
+            inner.set(entry.claimant.id.clone(), Some(entry))
+        };
         match event {
-            watcher::Event::Apply(object) => inner.set(key(object), Some(Entry::of(object))),
+            watcher::Event::Apply(object) => set(&mut inner, object),
             watcher::Event::Delete(object) => inner.set(key(object), None),
             watcher::Event::Init => {
                 inner.relisted = Some(HashSet::new());
@@ -258,7 +281,7 @@ impl Claims {
                 if let Some(seen) = inner.relisted.as_mut() {
                     seen.insert(key(object));
                 }
-                inner.set(key(object), Some(Entry::of(object)))
+                set(&mut inner, object)
             }
             watcher::Event::InitDone => {
                 // Resources deleted while the watch was down: no event told us.
@@ -352,21 +375,21 @@ mod tests {
         let target = Target::named("hf_token");
         assert_eq!(apply(&claims, &young), ["a/young"]);
         assert_eq!(apply(&claims, &old), ["a/young", "b/old"]);
-        assert_eq!(claims.winner(&target).unwrap().name, "old");
+        assert_eq!(claims.winner(&target).unwrap().name(), "old");
         // Same second: namespace, then name, decides.
         assert_eq!(apply(&claims, &same_age), ["a/twin", "a/young", "b/old"]);
-        assert_eq!(claims.winner(&target).unwrap().name, "twin");
+        assert_eq!(claims.winner(&target).unwrap().name(), "twin");
         // A loser changing nothing that matters requeues nobody.
         assert!(apply(&claims, &young).is_empty());
 
         // The winner moves to another name: the next in line takes over.
         let moved = object("a", "twin", 100, "other");
         assert_eq!(apply(&claims, &moved), ["a/twin", "a/young", "b/old"]);
-        assert_eq!(claims.winner(&target).unwrap().name, "old");
+        assert_eq!(claims.winner(&target).unwrap().name(), "old");
         // The winner is deleted.
         let requeued = names(claims.observe(&watcher::Event::Delete(old.clone())));
         assert_eq!(requeued, ["a/young"]);
-        assert_eq!(claims.winner(&target).unwrap().name, "young");
+        assert_eq!(claims.winner(&target).unwrap().name(), "young");
         assert_eq!(
             claims.winner(&Target::named("HF_TOKEN")),
             None,
@@ -388,14 +411,17 @@ mod tests {
         apply(&claims, &waiting);
         let target = Target::named("shared");
         let me = Claimant::of(&leaving);
-        assert_eq!(claims.other_claimant(&target, &me).unwrap().name, "waiting");
+        assert_eq!(
+            claims.other_claimant(&target, &me).unwrap().name(),
+            "waiting"
+        );
 
         leaving.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(5).unwrap()));
         assert_eq!(apply(&claims, &leaving), ["ml/waiting"]);
-        assert_eq!(claims.winner(&target).unwrap().name, "waiting");
+        assert_eq!(claims.winner(&target).unwrap().name(), "waiting");
         let them = Claimant::of(&waiting);
         assert_eq!(
-            claims.other_claimant(&target, &them).unwrap().name,
+            claims.other_claimant(&target, &them).unwrap().name(),
             "leaving",
             "what it wrote stays held until it is gone"
         );
@@ -411,7 +437,7 @@ mod tests {
         assert!(claims.observe(&watcher::Event::Init).is_empty());
         claims.observe(&watcher::Event::InitApply(b.clone()));
         assert_eq!(names(claims.observe(&watcher::Event::InitDone)), ["ml/b"]);
-        assert_eq!(claims.winner(&Target::named("x")).unwrap().name, "b");
+        assert_eq!(claims.winner(&Target::named("x")).unwrap().name(), "b");
         assert_eq!(claims.len(), 1);
     }
 }

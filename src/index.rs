@@ -8,21 +8,29 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::crd::BasetenSecret;
 
+/// An object of a namespace as one string, `namespace/name` (neither part holds a '/'):
+/// one allocation and 16 bytes in a map instead of two and 48.
+type Key = Box<str>;
+
+fn key(namespace: &str, name: &str) -> Key {
+    format!("{namespace}/{name}").into_boxed_str()
+}
+
 /// What is known of one Secret that has readers.
 #[derive(Default)]
 struct SecretEntry {
     /// Names of the BasetenSecrets reading it. Usually one, so a list rather than a set:
     /// 10 000 one-element sets cost a megabyte more.
-    readers: Vec<String>,
+    readers: Vec<Box<str>>,
     /// The last resourceVersion the Secret watch delivered (or a read returned first).
-    version: Option<String>,
+    version: Option<Box<str>>,
 }
 
 /// What is known of one BasetenSecret.
 #[derive(Default)]
 struct ReaderEntry {
     /// The Secrets it reads (its value's, and its API key's with apiKeyRef).
-    secrets: Vec<String>,
+    secrets: Box<[Box<str>]>,
     /// Fingerprints of the resource's uid and of the inputs of its last reconcile that
     /// found Baseten up to date (see `context::settled_inputs`).
     settled: Option<(u64, u64)>,
@@ -30,19 +38,21 @@ struct ReaderEntry {
 
 #[derive(Default)]
 struct Maps {
-    /// (namespace, Secret name) → its readers and last seen version.
-    secrets: HashMap<(String, String), SecretEntry>,
-    /// (namespace, BasetenSecret name) → what it reads.
-    resources: HashMap<(String, String), ReaderEntry>,
+    /// Secret → its readers and last seen version.
+    secrets: HashMap<Key, SecretEntry>,
+    /// BasetenSecret → what it reads.
+    resources: HashMap<Key, ReaderEntry>,
 }
 
 impl Maps {
-    fn drop_reader(&mut self, namespace: &str, secret: String, name: &str) {
-        let key = (namespace.to_string(), secret);
+    fn drop_reader(&mut self, namespace: &str, secret: &str, name: &str) {
+        let key = key(namespace, secret);
         if let Some(entry) = self.secrets.get_mut(&key) {
-            entry.readers.retain(|n| n != name);
+            entry.readers.retain(|n| &**n != name);
             if entry.readers.is_empty() {
                 self.secrets.remove(&key);
+            } else {
+                entry.readers.shrink_to_fit();
             }
         }
     }
@@ -61,38 +71,35 @@ impl SecretIndex {
     /// value's, and its API key's with apiKeyRef).
     pub fn register(&self, namespace: &str, name: &str, secrets: &[&str]) {
         let mut maps = self.maps();
-        let key = (namespace.to_string(), name.to_string());
-        let previous: Vec<String> = match maps.resources.get(&key) {
+        let resource = key(namespace, name);
+        let previous: Box<[Box<str>]> = match maps.resources.get(&resource) {
             Some(entry)
                 if entry
                     .secrets
                     .iter()
-                    .map(String::as_str)
+                    .map(|s| &**s)
                     .eq(secrets.iter().copied()) =>
             {
                 return;
             }
             Some(entry) => entry.secrets.clone(),
-            None => Vec::new(),
+            None => Box::default(),
         };
-        for old in previous
-            .iter()
-            .filter(|old| !secrets.contains(&old.as_str()))
-        {
-            maps.drop_reader(namespace, old.clone(), name);
+        for old in previous.iter().filter(|old| !secrets.contains(&&***old)) {
+            maps.drop_reader(namespace, old, name);
         }
-        for secret in secrets.iter().filter(|s| !previous.iter().any(|p| p == *s)) {
-            let entry = maps
-                .secrets
-                .entry((namespace.to_string(), secret.to_string()))
-                .or_default();
-            if !entry.readers.iter().any(|n| n == name) {
-                entry.readers.push(name.to_string());
+        for secret in secrets
+            .iter()
+            .filter(|s| !previous.iter().any(|p| &**p == **s))
+        {
+            let entry = maps.secrets.entry(key(namespace, secret)).or_default();
+            if !entry.readers.iter().any(|n| &**n == name) {
+                entry.readers.push(name.into());
+                entry.readers.shrink_to_fit();
             }
         }
-        let entry = maps.resources.entry(key).or_default();
-        entry.secrets = secrets.iter().map(|s| s.to_string()).collect();
-        entry.secrets.shrink_to_fit();
+        maps.resources.entry(resource).or_default().secrets =
+            secrets.iter().map(|s| Box::from(*s)).collect();
     }
 
     /// Forgets BasetenSecret `name` in `namespace`.
@@ -100,11 +107,11 @@ impl SecretIndex {
         let mut maps = self.maps();
         for secret in maps
             .resources
-            .remove(&(namespace.to_string(), name.to_string()))
+            .remove(&key(namespace, name))
             .map(|entry| entry.secrets)
             .unwrap_or_default()
         {
-            maps.drop_reader(namespace, secret, name);
+            maps.drop_reader(namespace, &secret, name);
         }
     }
 
@@ -112,11 +119,8 @@ impl SecretIndex {
     /// while some BasetenSecret reads it).
     pub fn saw(&self, namespace: &str, secret: &str, resource_version: Option<&str>) {
         let mut maps = self.maps();
-        if let Some(entry) = maps
-            .secrets
-            .get_mut(&(namespace.to_string(), secret.to_string()))
-        {
-            entry.version = resource_version.map(str::to_string);
+        if let Some(entry) = maps.secrets.get_mut(&key(namespace, secret)) {
+            entry.version = resource_version.map(Box::from);
         }
     }
 
@@ -125,13 +129,8 @@ impl SecretIndex {
     /// later replaces it, and one that arrived earlier is never hidden.
     pub fn read_at(&self, namespace: &str, secret: &str, resource_version: &str) {
         let mut maps = self.maps();
-        if let Some(entry) = maps
-            .secrets
-            .get_mut(&(namespace.to_string(), secret.to_string()))
-        {
-            entry
-                .version
-                .get_or_insert_with(|| resource_version.to_string());
+        if let Some(entry) = maps.secrets.get_mut(&key(namespace, secret)) {
+            entry.version.get_or_insert_with(|| resource_version.into());
         }
     }
 
@@ -139,8 +138,8 @@ impl SecretIndex {
     pub fn seen_version(&self, namespace: &str, secret: &str) -> Option<String> {
         self.maps()
             .secrets
-            .get(&(namespace.to_string(), secret.to_string()))
-            .and_then(|entry| entry.version.clone())
+            .get(&key(namespace, secret))
+            .and_then(|entry| entry.version.as_deref().map(str::to_string))
     }
 
     /// The settled-inputs fingerprint of BasetenSecret `name`, if it belongs to the object
@@ -148,7 +147,7 @@ impl SecretIndex {
     pub fn settled(&self, namespace: &str, name: &str, uid: u64) -> Option<u64> {
         self.maps()
             .resources
-            .get(&(namespace.to_string(), name.to_string()))
+            .get(&key(namespace, name))
             .and_then(|entry| entry.settled)
             .filter(|(owner, _)| *owner == uid)
             .map(|(_, fingerprint)| fingerprint)
@@ -156,11 +155,7 @@ impl SecretIndex {
 
     /// Sets (or clears) the settled-inputs fingerprint of a registered BasetenSecret.
     pub fn set_settled(&self, namespace: &str, name: &str, uid: u64, settled: Option<u64>) {
-        if let Some(entry) = self
-            .maps()
-            .resources
-            .get_mut(&(namespace.to_string(), name.to_string()))
-        {
+        if let Some(entry) = self.maps().resources.get_mut(&key(namespace, name)) {
             entry.settled = settled.map(|fingerprint| (uid, fingerprint));
         }
     }
@@ -169,7 +164,7 @@ impl SecretIndex {
     pub fn readers(&self, namespace: &str, secret: &str) -> Vec<ObjectRef<BasetenSecret>> {
         self.maps()
             .secrets
-            .get(&(namespace.to_string(), secret.to_string()))
+            .get(&key(namespace, secret))
             .into_iter()
             .flat_map(|entry| &entry.readers)
             .map(|name| ObjectRef::new(name).within(namespace))

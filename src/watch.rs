@@ -62,12 +62,15 @@ const WATCH_PAGE_SIZE: u32 = 500;
 
 /// Drops what reconciles never read before an object enters the cache, and frees what
 /// `clear()` would keep: the field managers (a list of about 200-byte entries with room for
-/// four), labels, owner references, annotations other than this operator's (a one-entry
-/// B-tree allocates room for eleven), and the spare room of the conditions list. Together
-/// that is about a kilobyte per resource.
+/// four), the resourceVersion (kept twice: in the object and in the cache's key; the watch
+/// has read it before this runs, and no write here is conditional on it), labels, owner
+/// references, annotations other than this operator's (a one-entry B-tree allocates room
+/// for eleven), and the spare room of the conditions list. Together that is about a
+/// kilobyte per resource.
 pub fn prune(object: &mut BasetenSecret) {
     let meta = &mut object.metadata;
     meta.managed_fields = None;
+    meta.resource_version = None;
     meta.labels = None;
     meta.owner_references = None;
     meta.annotations = meta
