@@ -48,7 +48,7 @@ impl Maps {
     fn drop_reader(&mut self, namespace: &str, secret: &str, name: &str) {
         let key = key(namespace, secret);
         if let Some(entry) = self.secrets.get_mut(&key) {
-            entry.readers.retain(|n| &**n != name);
+            entry.readers.retain(|reader| reader.as_ref() != name);
             if entry.readers.is_empty() {
                 self.secrets.remove(&key);
             } else {
@@ -77,7 +77,7 @@ impl SecretIndex {
                 if entry
                     .secrets
                     .iter()
-                    .map(|s| &**s)
+                    .map(AsRef::as_ref)
                     .eq(secrets.iter().copied()) =>
             {
                 return;
@@ -85,15 +85,14 @@ impl SecretIndex {
             Some(entry) => entry.secrets.clone(),
             None => Box::default(),
         };
-        for old in previous.iter().filter(|old| !secrets.contains(&&***old)) {
+        let now_read = |secret: &str| secrets.contains(&secret);
+        let read_before = |secret: &str| previous.iter().any(|old| old.as_ref() == secret);
+        for old in previous.iter().filter(|old| !now_read(old)) {
             maps.drop_reader(namespace, old, name);
         }
-        for secret in secrets
-            .iter()
-            .filter(|s| !previous.iter().any(|p| &**p == **s))
-        {
+        for secret in secrets.iter().filter(|secret| !read_before(secret)) {
             let entry = maps.secrets.entry(key(namespace, secret)).or_default();
-            if !entry.readers.iter().any(|n| &**n == name) {
+            if !entry.readers.iter().any(|reader| reader.as_ref() == name) {
                 entry.readers.push(name.into());
                 entry.readers.shrink_to_fit();
             }
