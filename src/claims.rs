@@ -17,6 +17,7 @@ use kube::runtime::watcher;
 
 use crate::baseten::normalised_name;
 use crate::crd::BasetenSecret;
+use crate::index::object_key;
 
 /// The API key whose secrets a resource writes, as the claims tell keys apart.
 pub const OPERATOR_KEY: &str = "operator";
@@ -151,12 +152,7 @@ impl Entry {
 type Key = Arc<str>;
 
 fn key(object: &BasetenSecret) -> Key {
-    format!(
-        "{}/{}",
-        object.namespace().unwrap_or_default(),
-        object.name_any()
-    )
-    .into()
+    object_key(&object.namespace().unwrap_or_default(), &object.name_any()).into()
 }
 
 /// Claimants per secret, oldest first. Usually one, so a sorted list rather than a tree

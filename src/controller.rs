@@ -241,12 +241,11 @@ async fn reconcile_until(
     let mapper = move |secret: PartialObjectMeta<Secret>| {
         let namespace = secret.namespace().unwrap_or_default();
         let name = secret.name_any();
-        mapper_ctx.index.saw(
+        let readers = mapper_ctx.index.saw(
             &namespace,
             &name,
             secret.metadata.resource_version.as_deref(),
         );
-        let readers = mapper_ctx.index.readers(&namespace, &name);
         // Drop index entries of BasetenSecrets that no longer exist.
         readers
             .into_iter()

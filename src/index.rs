@@ -8,12 +8,26 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::crd::BasetenSecret;
 
-/// An object of a namespace as one string, `namespace/name` (neither part holds a '/'):
-/// one allocation and 16 bytes in a map instead of two and 48.
+/// An object of a namespace as one string, `namespace/name`: one allocation and 16 bytes
+/// in a map instead of two and 48.
 type Key = Box<str>;
 
 fn key(namespace: &str, name: &str) -> Key {
-    format!("{namespace}/{name}").into_boxed_str()
+    object_key(namespace, name).into_boxed_str()
+}
+
+/// `namespace/name`, the one string by which the index and the claims key an object of a
+/// namespace (neither part can hold a '/').
+pub fn object_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+fn readers_of(entry: &SecretEntry, namespace: &str) -> Vec<ObjectRef<BasetenSecret>> {
+    entry
+        .readers
+        .iter()
+        .map(|name| ObjectRef::new(name).within(namespace))
+        .collect()
 }
 
 /// What is known of one Secret that has readers.
@@ -115,12 +129,20 @@ impl SecretIndex {
     }
 
     /// Records the resourceVersion the Secret watch delivered for Secret `secret` (kept only
-    /// while some BasetenSecret reads it).
-    pub fn saw(&self, namespace: &str, secret: &str, resource_version: Option<&str>) {
+    /// while some BasetenSecret reads it) and returns the BasetenSecrets that read it: one
+    /// lookup for each Secret event, most of which concern Secrets nobody reads.
+    pub fn saw(
+        &self,
+        namespace: &str,
+        secret: &str,
+        resource_version: Option<&str>,
+    ) -> Vec<ObjectRef<BasetenSecret>> {
         let mut maps = self.maps();
-        if let Some(entry) = maps.secrets.get_mut(&key(namespace, secret)) {
-            entry.version = resource_version.map(Box::from);
-        }
+        let Some(entry) = maps.secrets.get_mut(&key(namespace, secret)) else {
+            return Vec::new();
+        };
+        entry.version = resource_version.map(Box::from);
+        readers_of(entry, namespace)
     }
 
     /// Records the resourceVersion a read of Secret `secret` returned, unless the watch has
@@ -164,10 +186,8 @@ impl SecretIndex {
         self.maps()
             .secrets
             .get(&key(namespace, secret))
-            .into_iter()
-            .flat_map(|entry| &entry.readers)
-            .map(|name| ObjectRef::new(name).within(namespace))
-            .collect()
+            .map(|entry| readers_of(entry, namespace))
+            .unwrap_or_default()
     }
 
     /// How many BasetenSecrets are indexed.
@@ -219,9 +239,9 @@ mod tests {
             "nobody reads it yet"
         );
         index.register("ml", "a", &["creds"]);
-        index.saw("ml", "creds", Some("8"));
+        assert_eq!(names(index.saw("ml", "creds", Some("8"))), ["a"]);
         assert_eq!(index.seen_version("ml", "creds").as_deref(), Some("8"));
-        index.saw("ml", "unrelated", Some("9"));
+        assert!(index.saw("ml", "unrelated", Some("9")).is_empty());
         assert_eq!(index.seen_version("ml", "unrelated"), None);
         index.read_at("ml", "creds", "5");
         assert_eq!(
