@@ -120,6 +120,8 @@ struct Row {
     upserts: usize,
     bound: usize,
     throttled: usize,
+    /// Requests the operator's own rate limiter held back (its /metrics).
+    limiter_waits: f64,
     seconds: f64,
 }
 
@@ -163,6 +165,10 @@ async fn throttled(h: &Harness) -> usize {
         .count()
 }
 
+async fn limiter_waits(h: &Harness) -> f64 {
+    h.operator_metric("rate_limiter_waits_total").await.unwrap()
+}
+
 /// Runs one fault against a fresh world of `n` resources and checks the outcome.
 async fn scenario(
     fault: &'static str,
@@ -182,6 +188,7 @@ async fn scenario(
         upserts: h.upsert_requests().await,
         bound,
         throttled: throttled(&h).await,
+        limiter_waits: limiter_waits(&h).await,
         seconds: started.elapsed().as_secs_f64(),
     };
     assert!(
@@ -203,6 +210,11 @@ async fn every_fault_ends_with_every_value_in_baseten_within_a_bounded_number_of
                 .await;
         })
         .await,
+    );
+    assert!(
+        rows[0].limiter_waits >= 1.0,
+        "a 429 pauses the endpoint, so the writes behind it wait: {} counted",
+        rows[0].limiter_waits
     );
     rows.push(
         scenario("503 burst (10)", OperatorOptions::default(), N, N + 10, async |h| {
@@ -266,6 +278,7 @@ async fn every_fault_ends_with_every_value_in_baseten_within_a_bounded_number_of
         upserts,
         bound: N + 4,
         throttled: throttled(&h).await,
+        limiter_waits: limiter_waits(&h).await,
         seconds: started.elapsed().as_secs_f64(),
     });
     drop(h);
@@ -296,6 +309,7 @@ async fn every_fault_ends_with_every_value_in_baseten_within_a_bounded_number_of
         upserts: stored.writes as usize,
         bound: 21,
         throttled: throttled(&h).await,
+        limiter_waits: limiter_waits(&h).await,
         seconds: started.elapsed().as_secs_f64(),
     });
     drop(h);
@@ -320,12 +334,18 @@ async fn every_fault_ends_with_every_value_in_baseten_within_a_bounded_number_of
     rows.push(row);
 
     let mut table = String::from(
-        "| fault | resources | upserts | bound | 429s | seconds |\n|---|---|---|---|---|---|\n",
+        "| fault | resources | upserts | bound | 429s | limiter waits | seconds |\n|---|---|---|---|---|---|---|\n",
     );
     for row in &rows {
         table.push_str(&format!(
-            "| {} | {} | {} | ≤ {} | {} | {:.1} |\n",
-            row.fault, row.resources, row.upserts, row.bound, row.throttled, row.seconds
+            "| {} | {} | {} | ≤ {} | {} | {} | {:.1} |\n",
+            row.fault,
+            row.resources,
+            row.upserts,
+            row.bound,
+            row.throttled,
+            row.limiter_waits,
+            row.seconds
         ));
     }
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fault-table.md");

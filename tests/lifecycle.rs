@@ -520,6 +520,10 @@ async fn drift_checks_push_again_what_vanished_or_was_recreated_with_one_list_pe
     })
     .await;
 
+    // Both repairs are counted.
+    let repairs = h.operator_metric("drift_repairs_total").await.unwrap();
+    assert!(repairs >= 2.0, "{repairs} drift repairs counted");
+
     // Two resources, one team: one list call per interval (1 s, jittered by 10 %).
     let lists = || async {
         h.baseten_requests()

@@ -564,6 +564,43 @@ async fn health_and_metrics_move_as_the_operator_works() {
     let reconciles = metric(&text, &format!("{p}_reconciles_total")).unwrap();
     assert!(reconciles >= 2.0);
     assert_eq!(metric(&text, &format!("{p}_leader")), Some(1.0));
+    // Every reconcile and every request is timed.
+    assert_eq!(
+        metric(&text, &format!("{p}_reconcile_duration_seconds_count")),
+        Some(reconciles)
+    );
+    assert!(
+        metric(
+            &text,
+            &format!("{p}_baseten_request_duration_seconds_count")
+        )
+        .unwrap()
+            >= 2.0
+    );
+
+    // The Secret changes but its value does not: read, compared, nothing written.
+    let skipped = metric(&text, &format!("{p}_baseten_writes_skipped_total")).unwrap();
+    h.apply_secret(
+        "creds",
+        &[("token", value.as_bytes())],
+        json!({"touched": "yes"}),
+    )
+    .await;
+    let deadline = Instant::now() + WAIT;
+    while h
+        .operator_metric("baseten_writes_skipped_total")
+        .await
+        .unwrap()
+        <= skipped
+    {
+        assert!(Instant::now() < deadline, "{}", h.operator_logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        h.operator_metric("baseten_writes_total").await,
+        Some(2.0),
+        "a write of an unchanged value"
+    );
 
     // A 503 then a retry: the failure and the 5xx are counted, by fixed labels only.
     h.fault(json!({"path_prefix": "/v1/secrets", "method": "POST", "status": 503, "count": 1}))
@@ -618,6 +655,12 @@ async fn sigterm_finishes_the_write_in_flight_and_exits_0_within_10_seconds() {
     let (code, took) = h.terminate_operator(Duration::from_secs(10));
     assert_eq!(code, Some(0), "exit status; {}", h.operator_logs());
     eprintln!("exited {took:?} after SIGTERM");
+    // It stopped because the write was done, not because the drain limit ran out.
+    assert!(
+        !h.operator_logs().contains("drain limit"),
+        "{}",
+        h.operator_logs()
+    );
     assert_eq!(
         h.baseten_secret("drain").await.unwrap().value,
         "v2",

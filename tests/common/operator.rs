@@ -390,6 +390,16 @@ impl Harness {
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
+    /// One series of the operator's /metrics: its name without the prefix, with its labels
+    /// (`resources{reason="Synced"}`); `None` when it is not there.
+    pub async fn operator_metric(&self, series: &str) -> Option<f64> {
+        let (_, text) = self.operator_get("/metrics").await;
+        let line = format!("baseten_secrets_operator_{series} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// Whether the operator process is still running.
     pub fn operator_running(&mut self) -> bool {
         self.operator.as_mut().is_some_and(|o| !o.has_exited())
