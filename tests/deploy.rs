@@ -316,6 +316,7 @@ async fn ha_elects_one_writer_fails_over_hands_over_cleanly_and_stops_when_the_l
         assert_eq!(standby.get(path).await.0, 200, "standby {path}");
     }
     assert_eq!(standby.metric("reconciles_total").await, 0.0);
+    assert_eq!(standby.metric("leader").await, 0.0);
     assert!(leader.metric("reconciles_total").await >= 3.0);
     for event in h.events_for("ha-0").await {
         assert_eq!(event.reporting_instance.as_deref(), Some(leader_name));
