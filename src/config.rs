@@ -68,6 +68,10 @@ pub struct Args {
     #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
     pub lease_duration_seconds: u64,
 
+    /// Longest silence allowed while waiting for the Kubernetes API to answer a request other than a watch (seconds): the connection is then dropped and the reconcile retried, so a dead connection cannot hold a resource forever.
+    #[arg(long, env = "KUBE_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub kube_timeout_seconds: u64,
+
     /// How many BasetenSecrets are reconciled at once.
     #[arg(long, env = "CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
@@ -113,6 +117,8 @@ pub struct Config {
     pub watch_namespaces: Vec<String>,
     /// Leader election, when on.
     pub leader_election: Option<LeaderElection>,
+    /// Longest silence on a Kubernetes API request other than a watch.
+    pub kube_timeout: std::time::Duration,
     /// Reconciles at once.
     pub concurrency: u16,
     /// Log format.
@@ -132,6 +138,7 @@ impl std::fmt::Debug for Config {
             .field("api_key", &"[redacted]")
             .field("watch_namespaces", &self.watch_namespaces)
             .field("leader_election", &self.leader_election)
+            .field("kube_timeout", &self.kube_timeout)
             .field("concurrency", &self.concurrency)
             .field("log_format", &self.log_format)
             .field(
@@ -156,6 +163,7 @@ impl Config {
             lease_namespace,
             lease_name,
             lease_duration_seconds,
+            kube_timeout_seconds,
             concurrency,
             secret_label_selector,
             http_addr,
@@ -237,6 +245,7 @@ impl Config {
             api_key_file,
             watch_namespaces: namespaces,
             leader_election,
+            kube_timeout: std::time::Duration::from_secs(kube_timeout_seconds),
             concurrency,
             log_format,
             secret_selector,
@@ -265,6 +274,7 @@ mod tests {
             api_key_file: None,
             watch_namespaces: Vec::new(),
             leader_election: None,
+            kube_timeout: std::time::Duration::from_secs(30),
             concurrency: 1,
             log_format: LogFormat::Text,
             secret_selector: None,

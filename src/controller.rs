@@ -29,6 +29,42 @@ use crate::watch::{Events, WatchBackoff, merge_namespaces, prune, watch_config};
 /// within the 10 s a rollout or a drain allows, releasing the Lease on the way out.
 const DRAIN_LIMIT: Duration = Duration::from_secs(8);
 
+/// The operator's two connections to the Kubernetes API.
+#[derive(Clone)]
+pub struct Clients {
+    /// For watches: long polls that may stay quiet for minutes (kube's watcher has its own
+    /// idle timeout).
+    pub watches: kube::Client,
+    /// For every other request (reads, status and finalizer patches, events): a connection
+    /// silent for longer than the timeout is dropped, so the call fails and is retried
+    /// instead of holding its resource forever. (The Lease gets a client of its own, with
+    /// a timeout shorter than its renewal grace.)
+    pub calls: kube::Client,
+    /// The configuration both were made from.
+    config: kube::Config,
+}
+
+impl Clients {
+    /// Both clients from one configuration; `timeout` bounds each silence while a call
+    /// waits for its answer.
+    pub fn new(config: kube::Config, timeout: Duration) -> anyhow::Result<Self> {
+        Ok(Self {
+            watches: kube::Client::try_from(config.clone())?,
+            calls: calls_within(&config, timeout)?,
+            config,
+        })
+    }
+}
+
+/// A client whose calls give up on a connection silent for `timeout`.
+fn calls_within(config: &kube::Config, timeout: Duration) -> anyhow::Result<kube::Client> {
+    let mut config = config.clone();
+    config.read_timeout = Some(timeout);
+    // Counted from the request, not from when the pooled connection went idle.
+    config.reset_reader_on_write = true;
+    Ok(kube::Client::try_from(config)?)
+}
+
 /// A stop signal every part of the process can wait on.
 type Stop = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
 
@@ -36,7 +72,7 @@ type Stop = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
 /// leader election, a standby until this process holds the Lease, then the controller.
 pub async fn run(
     config: Config,
-    client: kube::Client,
+    clients: Clients,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
     let shutdown: Stop = shutdown.boxed().shared();
@@ -51,8 +87,8 @@ pub async fn run(
     };
     let server = tokio::spawn(server::serve(listener, health.clone()));
     let outcome = match config.leader_election.clone() {
-        None => reconcile_until(config, client, health, writer, shutdown).await,
-        Some(election) => run_elected(&election, config, client, health, writer, shutdown).await,
+        None => reconcile_until(config, clients, health, writer, shutdown).await,
+        Some(election) => run_elected(&election, config, clients, health, writer, shutdown).await,
     };
     server.abort();
     outcome
@@ -64,17 +100,24 @@ pub async fn run(
 async fn run_elected(
     election: &LeaderElection,
     config: Config,
-    client: kube::Client,
+    clients: Clients,
     health: Health,
     writer: reflector::store::Writer<BasetenSecret>,
     shutdown: Stop,
 ) -> anyhow::Result<()> {
+    // A renewal stuck on a dead connection must fail before the Lease can expire, or
+    // another replica could lead while this one still writes.
+    let grace = (election.duration_seconds / 3).max(1);
+    let lease_client = calls_within(
+        &clients.config,
+        config.kube_timeout.min(Duration::from_secs(grace)),
+    )?;
     let lease = Arc::new(
-        LeaseManagerBuilder::new(client.clone(), &election.name)
+        LeaseManagerBuilder::new(lease_client, &election.name)
             .with_namespace(&election.namespace)
             .with_identity(&election.identity)
             .with_duration(election.duration_seconds)
-            .with_grace((election.duration_seconds / 3).max(1))
+            .with_grace(grace)
             .build()
             .await
             .with_context(|| {
@@ -115,7 +158,7 @@ async fn run_elected(
     // Losing the Lease stops everything at once, in-flight reconciles included (no drain):
     // from now on another replica may lead.
     tokio::select! {
-        outcome = reconcile_until(config, client, health, writer, shutdown) => {
+        outcome = reconcile_until(config, clients, health, writer, shutdown) => {
             keeper.abort();
             match lease.release().await {
                 Ok(()) => info!("released the leader Lease"),
@@ -162,7 +205,7 @@ async fn keep(lease: &LeaseManager) -> String {
 /// (or [`DRAIN_LIMIT`] has passed).
 async fn reconcile_until(
     config: Config,
-    client: kube::Client,
+    clients: Clients,
     health: Health,
     writer: reflector::store::Writer<BasetenSecret>,
     stop: Stop,
@@ -174,8 +217,8 @@ async fn reconcile_until(
     };
     let resources_in = |ns: &Option<String>| -> Api<BasetenSecret> {
         match ns {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
+            Some(ns) => Api::namespaced(clients.watches.clone(), ns),
+            None => Api::all(clients.watches.clone()),
         }
     };
     // Fail early with a clear message when the CRD is not installed or a namespace is not
@@ -199,7 +242,7 @@ async fn reconcile_until(
     let mut transport = config.transport.clone();
     transport.metrics = Some(metrics.clone());
     let ctx = Arc::new(Context::new(
-        client.clone(),
+        clients.calls.clone(),
         Credentials::new(&config.baseten_url, transport, &config.api_key)?,
         metrics.clone(),
         config.secret_selector.clone(),
@@ -281,8 +324,8 @@ async fn reconcile_until(
     // With a selector, the watch sees only Secrets that may be read.
     let secret_events = stream::select_all(namespaces.iter().map(|ns| {
         let secrets: Api<PartialObjectMeta<Secret>> = match ns {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
+            Some(ns) => Api::namespaced(clients.watches.clone(), ns),
+            None => Api::all(clients.watches.clone()),
         };
         watcher(secrets, secrets_config.clone())
             .backoff(WatchBackoff::new())

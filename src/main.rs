@@ -22,6 +22,6 @@ async fn main() -> anyhow::Result<()> {
     install_crypto_provider();
     let config = Config::from_args(Args::parse())?;
     telemetry::init(config.log_format);
-    let client = kube::Client::try_default().await?;
-    controller::run(config, client, shutdown_signal()).await
+    let clients = controller::Clients::new(kube::Config::infer().await?, config.kube_timeout)?;
+    controller::run(config, clients, shutdown_signal()).await
 }

@@ -675,3 +675,49 @@ async fn sigterm_finishes_the_write_in_flight_and_exits_0_within_10_seconds() {
         "the status records the finished write before the process exits"
     );
 }
+
+// Multi-threaded: the relay and the emulator run in this test's runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_apiserver_connection_fails_the_call_and_the_retry_gets_through() {
+    let h = Harness::start_with(
+        "dead-conn",
+        OperatorOptions {
+            kube_proxy: true,
+            kube_timeout_seconds: Some(3),
+            ..Default::default()
+        },
+    )
+    .await;
+    let before = h.synced("dead", "dead", "token", b"v1").await;
+    let decided = h.logged("dead", "decision=Changed");
+    // Baseten holds the next write 1 s; meanwhile every connection the operator has to the
+    // apiserver goes dead, the one its status patch will reuse included (idle for less than
+    // the 3 s timeout, so still in the pool).
+    h.fault(
+        json!({"path_prefix": "/v1/secrets", "method": "POST", "latency_ms": 1000, "count": 1}),
+    )
+    .await;
+    h.apply_secret("dead", &[("token", b"v2")], json!({})).await;
+    let deadline = Instant::now() + WAIT;
+    while h.logged("dead", "decision=Changed") == decided {
+        assert!(Instant::now() < deadline, "{}", h.operator_logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.kill_kube_connections();
+    h.wait_baseten("dead", "the new value", |s| s.value == "v2")
+        .await;
+    // The status patch on the dead connection fails after 3 s of silence and the retry, on
+    // a new connection, records the write.
+    let hash = |o: &BasetenSecret| o.status.as_ref().unwrap().synced_hash.clone();
+    let after = h
+        .wait_bts("dead", "the write recorded in status", |o| {
+            hash(o) != hash(&before)
+        })
+        .await;
+    assert_eq!(after.ready_condition().unwrap().reason, "Synced");
+    assert!(
+        h.operator_logs().contains("Kubernetes API request failed"),
+        "{}",
+        h.operator_logs()
+    );
+}

@@ -53,3 +53,4 @@ pub async fn client_with_token(token: &str) -> Client {
 }
 
 pub mod operator;
+pub mod proxy;

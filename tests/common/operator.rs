@@ -58,6 +58,32 @@ pub async fn install_crd(client: &Client) {
     .unwrap();
 }
 
+/// Points the kubeconfig at `path` to a relay in front of its server, keeping the server's
+/// name for TLS; returns the relay.
+async fn relay_kubeconfig(path: &std::path::Path) -> super::proxy::DeadConnectionProxy {
+    let mut kubeconfig: kube::config::Kubeconfig =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let cluster = kubeconfig.clusters[0].cluster.as_mut().unwrap();
+    let server = cluster.server.as_deref().unwrap();
+    let authority = server
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap();
+    let (host, upstream) = match authority.rsplit_once(':') {
+        Some((host, _)) if !host.ends_with(':') => (host, authority.to_string()),
+        _ => (authority, format!("{authority}:443")),
+    };
+    let host = host.trim_matches(['[', ']']).to_string();
+    let proxy = super::proxy::DeadConnectionProxy::start(upstream).await;
+    if host.parse::<std::net::IpAddr>().is_err() {
+        cluster.tls_server_name = Some(host);
+    }
+    cluster.server = Some(format!("https://{}", proxy.addr));
+    std::fs::write(path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    proxy
+}
+
 /// Namespace of the operator's ServiceAccount, as in deploy/base.
 const OPERATOR_NAMESPACE: &str = "baseten-secrets-operator";
 
@@ -107,6 +133,11 @@ pub struct OperatorOptions {
     pub deployed: Option<Deployed>,
     /// Start the harness's operator process at once (else call `start_operator` or `spawn`).
     pub start: bool,
+    /// The operator reaches the apiserver through a relay whose connections the test can
+    /// make go dead ([`Harness::kill_kube_connections`]).
+    pub kube_proxy: bool,
+    /// --kube-timeout-seconds, when set.
+    pub kube_timeout_seconds: Option<u64>,
 }
 
 /// How an overlay runs the operator: its Deployment's arguments and its ServiceAccount.
@@ -203,6 +234,8 @@ impl Default for OperatorOptions {
             baseten_url: None,
             deployed: None,
             start: true,
+            kube_proxy: false,
+            kube_timeout_seconds: None,
         }
     }
 }
@@ -217,6 +250,8 @@ pub struct Harness {
     pub options: OperatorOptions,
     dir: tempfile::TempDir,
     starts: u32,
+    /// The relay between the operator and the apiserver (with `kube_proxy`).
+    proxy: Option<super::proxy::DeadConnectionProxy>,
     /// How long each wait may take before the test fails ([`WAIT`] unless changed).
     pub wait: Duration,
 }
@@ -253,9 +288,19 @@ impl Harness {
         } else {
             baseten_emulator::spawn(listen, config).await.unwrap()
         };
+        let kubeconfig = dir.path().join("operator.kubeconfig");
         if options.deployed.is_none() {
-            least_privilege_kubeconfig(&client, &dir.path().join("operator.kubeconfig")).await;
+            least_privilege_kubeconfig(&client, &kubeconfig).await;
         }
+        let proxy = if options.kube_proxy {
+            assert!(
+                options.deployed.is_none(),
+                "a relay for the harness's own kubeconfig only"
+            );
+            Some(relay_kubeconfig(&kubeconfig).await)
+        } else {
+            None
+        };
         let mut harness = Self {
             client,
             ns,
@@ -265,6 +310,7 @@ impl Harness {
             options,
             dir,
             starts: 0,
+            proxy,
             wait: WAIT,
         };
         if harness.options.start {
@@ -324,6 +370,9 @@ impl Harness {
                 "--baseten-ca-file={}",
                 self.dir.path().join("ca.pem").display()
             ));
+        }
+        if let Some(seconds) = self.options.kube_timeout_seconds {
+            args.push(format!("--kube-timeout-seconds={seconds}"));
         }
         if let Some(seconds) = self.options.baseten_timeout_seconds {
             args.push(format!("--baseten-timeout-seconds={seconds}"));
@@ -398,6 +447,15 @@ impl Harness {
         text.lines()
             .find_map(|l| l.strip_prefix(&line))
             .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Every connection the operator holds to the apiserver now goes dead: no bytes pass,
+    /// nothing closes (needs `kube_proxy`).
+    pub fn kill_kube_connections(&self) {
+        self.proxy
+            .as_ref()
+            .expect("started with kube_proxy")
+            .kill_open_connections();
     }
 
     /// Whether the operator process is still running.
