@@ -9,6 +9,23 @@ use crate::crd::BasetenSecretStatus;
 /// The condition type this operator maintains.
 pub const READY: &str = "Ready";
 
+/// Longest Ready message written, in bytes: enough for every message the operator writes;
+/// anything built from user data (a Secret's key names) is cut there.
+pub const CONDITION_MESSAGE_MAX_BYTES: usize = 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary, ending in "…" when cut.
+pub fn truncated(text: &str, max: usize) -> String {
+    const MARK: &str = "…";
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub(MARK.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MARK}", &text[..end])
+}
+
 /// Why the Ready condition is what it is. The names are a fixed PascalCase API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
@@ -158,7 +175,7 @@ pub fn next_status(
         type_: READY.to_string(),
         status: status.to_string(),
         reason: outcome.reason.as_str().to_string(),
-        message: outcome.message.clone(),
+        message: truncated(&outcome.message, CONDITION_MESSAGE_MAX_BYTES),
         observed_generation: generation,
         last_transition_time,
     };
@@ -183,6 +200,22 @@ mod tests {
 
     fn at(seconds: i64) -> Timestamp {
         Timestamp::from_second(seconds).unwrap()
+    }
+
+    #[test]
+    fn a_long_message_is_cut_on_a_character_boundary_and_marked() {
+        assert_eq!(truncated("short", 1024), "short");
+        let mut long = outcome(Reason::KeyNotFound);
+        long.message = format!("a{}", "é".repeat(2000));
+        let status = next_status(&BasetenSecretStatus::default(), Some(1), &long, at(1));
+        let message = &status.conditions[0].message;
+        assert!(
+            message.len() <= CONDITION_MESSAGE_MAX_BYTES,
+            "{}",
+            message.len()
+        );
+        assert!(message.len() >= CONDITION_MESSAGE_MAX_BYTES - 4);
+        assert!(message.starts_with("aé") && message.ends_with('…'));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tracing::warn;
 use crate::context::{Context, FIELD_MANAGER};
 use crate::crd::{BasetenSecret, BasetenSecretStatus};
 use crate::error::Result;
-use crate::status::{Outcome, READY, next_status};
+use crate::status::{Outcome, READY, next_status, truncated};
 
 /// Writes the status if it changed and publishes an event when the Ready reason changes.
 pub async fn record(
@@ -98,15 +98,6 @@ pub async fn announce(
 
 /// Longest event note the apiserver accepts, in bytes.
 pub const EVENT_NOTE_MAX_BYTES: usize = 1024;
-
-/// `text` cut to at most `max` bytes on a character boundary.
-fn truncated(text: &str, max: usize) -> String {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
-}
 
 /// The event about `object` for an outcome, when the Ready reason changed.
 pub fn event_for(
@@ -224,6 +215,7 @@ mod tests {
         let event = event_for(&object(), "pod", None, &missing, now).unwrap();
         assert_eq!(event.type_.as_deref(), Some("Warning"));
         let note = event.note.unwrap();
-        assert!(note.len() <= EVENT_NOTE_MAX_BYTES && note.len() >= EVENT_NOTE_MAX_BYTES - 1);
+        assert!(note.len() <= EVENT_NOTE_MAX_BYTES && note.len() >= EVENT_NOTE_MAX_BYTES - 4);
+        assert!(note.ends_with('…'), "{note}");
     }
 }

@@ -13,6 +13,9 @@ use crate::status::Reason;
 /// Why a value cannot be used: a user's problem to report in status, not an error.
 pub type Unusable = (Reason, String);
 
+/// How many of a Secret's key names a KeyNotFound message lists.
+const LISTED_KEYS_MAX: usize = 10;
+
 /// The value of a key, or why it cannot be used.
 pub fn extract_value(
     secret: &Secret,
@@ -28,17 +31,20 @@ pub fn extract_value(
             .map(String::as_str)
             .collect();
         keys.sort_unstable();
+        let listed = match keys.len() {
+            0 => "no keys".to_string(),
+            n if n <= LISTED_KEYS_MAX => keys.join(", "),
+            n => format!(
+                "{} and {} more",
+                keys[..LISTED_KEYS_MAX].join(", "),
+                n - LISTED_KEYS_MAX
+            ),
+        };
         return Err((
             Reason::KeyNotFound,
             format!(
                 "Secret {namespace}/{} has no key {:?} (it has: {}); add the key or fix spec.secretRef.key",
-                key_ref.name,
-                key_ref.key,
-                if keys.is_empty() {
-                    "no keys".to_string()
-                } else {
-                    keys.join(", ")
-                }
+                key_ref.name, key_ref.key, listed
             ),
         ));
     };
@@ -182,5 +188,20 @@ mod tests {
 
         let value = extract_value(&secret_with(&[("token", b"ok")]), &key_ref, "ml").unwrap();
         assert_eq!(secrecy::ExposeSecret::expose_secret(&value), "ok");
+    }
+    #[test]
+    fn a_missing_key_lists_the_first_ten_key_names_and_counts_the_rest() {
+        let key_ref = SecretKeyRef {
+            name: "many".into(),
+            key: "token".into(),
+        };
+        let names: Vec<String> = (0..500).map(|i| format!("key-{i:03}")).collect();
+        let data: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"v"[..])).collect();
+        let (_, message) = extract_value(&secret_with(&data), &key_ref, "ml").unwrap_err();
+        assert!(
+            message.contains("key-000, key-001") && message.contains("key-009 and 490 more"),
+            "{message}"
+        );
+        assert!(!message.contains("key-010"), "{message}");
     }
 }
