@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use baseten_secrets_operator::BasetenSecret;
-use common::operator::{API_KEY, Harness, OperatorOptions, WAIT};
+use common::operator::{API_KEY, Harness, OperatorOptions, WAIT, metric};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
@@ -518,13 +518,6 @@ async fn one_secret_read_by_two_resources_updates_both() {
         "a change of the old Secret reconciled the moved resource"
     );
     assert_eq!(h.baseten_secret("second").await.unwrap().value, "m2");
-}
-
-/// The value of one metric line (`name{labels} value`), if present.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l[series.len()..].trim().parse().ok())
 }
 
 #[tokio::test]

@@ -58,6 +58,16 @@ pub async fn install_crd(client: &Client) {
     .unwrap();
 }
 
+/// The prefix of every metric the operator serves.
+const METRIC_PREFIX: &str = "baseten_secrets_operator_";
+
+/// The value of one series (`name{labels}`, prefix included) in a /metrics text, if present.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Points the kubeconfig at `path` to a relay in front of its server, keeping the server's
 /// name for TLS; returns the relay.
 async fn relay_kubeconfig(path: &std::path::Path) -> super::proxy::DeadConnectionProxy {
@@ -194,10 +204,7 @@ impl Process {
     /// The value of an unlabelled metric (without the prefix), from /metrics.
     pub async fn metric(&self, name: &str) -> f64 {
         let (_, text) = self.get("/metrics").await;
-        let full = format!("baseten_secrets_operator_{name} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&full))
-            .and_then(|v| v.trim().parse().ok())
+        metric(&text, &format!("{METRIC_PREFIX}{name}"))
             .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
     }
 }
@@ -443,10 +450,7 @@ impl Harness {
     /// (`resources{reason="Synced"}`); `None` when it is not there.
     pub async fn operator_metric(&self, series: &str) -> Option<f64> {
         let (_, text) = self.operator_get("/metrics").await;
-        let line = format!("baseten_secrets_operator_{series} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&line))
-            .and_then(|v| v.trim().parse().ok())
+        metric(&text, &format!("{METRIC_PREFIX}{series}"))
     }
 
     /// Every connection the operator holds to the apiserver now goes dead: no bytes pass,
