@@ -16,8 +16,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use crate::baseten::normalised_name;
-use crate::crd::BasetenSecret;
-use crate::index::object_key;
+use crate::crd::{BasetenSecret, object_key};
 
 /// The API key whose secrets a resource writes, as the claims tell keys apart.
 pub const OPERATOR_KEY: &str = "operator";

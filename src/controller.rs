@@ -20,6 +20,7 @@ use crate::config::{Config, LeaderElection};
 use crate::context::Context;
 use crate::crd::BasetenSecret;
 use crate::credentials::Credentials;
+use crate::drift;
 use crate::metrics::Metrics;
 use crate::reconcile::{error_policy, reconcile};
 use crate::server::{self, Health};
@@ -241,9 +242,14 @@ async fn reconcile_until(
     let metrics = health.metrics.clone();
     let mut transport = config.transport.clone();
     transport.metrics = Some(metrics.clone());
+    let credentials = Arc::new(Credentials::new(
+        &config.baseten_url,
+        transport,
+        &config.api_key,
+    )?);
     let ctx = Arc::new(Context::new(
         clients.calls.clone(),
-        Credentials::new(&config.baseten_url, transport, &config.api_key)?,
+        credentials.clone(),
         metrics.clone(),
         config.secret_selector.clone(),
         std::env::var("POD_NAME").ok(),
@@ -296,7 +302,7 @@ async fn reconcile_until(
                 let alive = store.get(reader).is_some();
                 if !alive {
                     mapper_ctx.index.forget(&namespace, &reader.name);
-                    mapper_ctx.forget(reader);
+                    mapper_ctx.memories.forget(reader);
                 }
                 alive
             })
@@ -307,7 +313,7 @@ async fn reconcile_until(
     let key_file = config.api_key_file.clone().map(|path| {
         tokio::spawn(crate::credentials::follow_key_file(
             path,
-            ctx.clone(),
+            credentials.clone(),
             key_changed,
         ))
     });
@@ -316,11 +322,12 @@ async fn reconcile_until(
         Some(selector) => watch_config().labels(&selector.text),
         None => watch_config(),
     };
-    let drift = tokio::spawn(crate::drift::run(
-        ctx.clone(),
-        controller.store(),
-        drift_requeue,
-    ));
+    let checks = drift::Checks {
+        credentials,
+        memories: ctx.memories.clone(),
+        metrics: metrics.clone(),
+    };
+    let drift = tokio::spawn(drift::run(checks, controller.store(), drift_requeue));
     // With a selector, the watch sees only Secrets that may be read.
     let secret_events = stream::select_all(namespaces.iter().map(|ns| {
         let secrets: Api<PartialObjectMeta<Secret>> = match ns {

@@ -22,7 +22,7 @@ use crate::crd::BasetenSecret;
 use crate::error::Result;
 use crate::hash::HashKey;
 use crate::index::SecretIndex;
-use crate::reconcile::value::{Unusable, extract_value, get_secret, not_allowed};
+use crate::secrets::{Unusable, extract_value, get_secret, not_allowed};
 use crate::selector::SecretSelector;
 use crate::status::Reason;
 
@@ -223,10 +223,10 @@ impl Credentials {
 /// A mounted Secret's file changes in place when the Secret does, without a restart.
 pub async fn follow_key_file(
     path: PathBuf,
-    credentials: Arc<crate::context::Context>,
+    credentials: Arc<Credentials>,
     changed: UnboundedSender<()>,
 ) {
-    let mut current = credentials.credentials.operator().hash_key.fingerprint();
+    let mut current = credentials.operator().hash_key.fingerprint();
     loop {
         tokio::time::sleep(KEY_FILE_POLL).await;
         let Ok(text) = tokio::fs::read_to_string(&path).await else {
@@ -242,7 +242,7 @@ pub async fn follow_key_file(
         if fingerprint == current {
             continue;
         }
-        match credentials.credentials.set_operator(&key) {
+        match credentials.set_operator(&key) {
             Ok(()) => {
                 current = fingerprint;
                 info!(path = %path.display(), "the API key file changed; writing with the new key");

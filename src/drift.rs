@@ -16,62 +16,17 @@ use tracing::{debug, info, warn};
 
 use crate::baseten::{SecretV1, normalised_name};
 use crate::claims::key_identity;
-use crate::context::Context;
 use crate::crd::BasetenSecret;
+use crate::credentials::Credentials;
+use crate::duration::parse_duration;
+use crate::memory::{Drift, Memories};
+use crate::metrics::Metrics;
 
 /// How often the drift loop looks for groups it does not know yet.
 pub const DRIFT_TICK: Duration = Duration::from_secs(5);
 
 /// How long a group whose list failed waits before it tries again (at most its interval).
 pub const DRIFT_RETRY: Duration = Duration::from_secs(30);
-
-/// What a drift check found for one resource.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Drift {
-    /// The secret this resource wrote is not in Baseten any more.
-    Missing,
-    /// The secret exists under another id: someone deleted and recreated it.
-    Recreated {
-        /// The id in the status.
-        was: String,
-        /// The id Baseten lists now.
-        now: String,
-    },
-}
-
-/// Parses a Go-style duration ("300ms", "5s", "10m", "1h30m", "0"). `None` when invalid.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    if text == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .filter(|&at| at > 0)?;
-        let number: f64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += Duration::try_from_secs_f64(number * seconds).ok()?;
-    }
-    Some(total)
-}
 
 /// The refresh interval of `object`, when it asks for drift checks at all.
 pub fn refresh_interval(object: &BasetenSecret) -> Option<Duration> {
@@ -113,9 +68,19 @@ fn next_check(interval: Duration) -> Duration {
     interval.mul_f64(rand::rng().random_range(0.9..=1.1))
 }
 
+/// What the drift checks use: the API keys, where drift is remembered, what is counted.
+pub struct Checks {
+    /// The API keys in use.
+    pub credentials: Arc<Credentials>,
+    /// Where a drifted resource is flagged for a push.
+    pub memories: Arc<Memories>,
+    /// Counts drift repairs.
+    pub metrics: Arc<Metrics>,
+}
+
 /// Checks each group of resources when due, and requeues the drifted ones flagged for a push.
 pub async fn run(
-    ctx: Arc<Context>,
+    checks: Checks,
     store: Store<BasetenSecret>,
     requeue: UnboundedSender<ObjectRef<BasetenSecret>>,
 ) {
@@ -157,7 +122,7 @@ pub async fn run(
             if when > now {
                 continue;
             }
-            let next = match check(&ctx, &group, &members, &requeue).await {
+            let next = match check(&checks, &group, &members, &requeue).await {
                 Ok(()) => next_check(interval),
                 Err(()) => interval.min(DRIFT_RETRY),
             };
@@ -168,13 +133,16 @@ pub async fn run(
 
 /// Lists one group's team once and flags each drifted member.
 async fn check(
-    ctx: &Context,
+    checks: &Checks,
     (_, team): &Group,
     members: &[Arc<BasetenSecret>],
     requeue: &UnboundedSender<ObjectRef<BasetenSecret>>,
 ) -> Result<(), ()> {
     // A key from a Secret is known once a reconcile has read it.
-    let Some(api_key) = members.first().and_then(|o| ctx.credentials.cached_for(o)) else {
+    let Some(api_key) = members
+        .first()
+        .and_then(|o| checks.credentials.cached_for(o))
+    else {
         return Ok(());
     };
     let wanted = (!team.is_empty()).then_some(team.as_str());
@@ -207,8 +175,10 @@ async fn check(
                 ?drift,
                 "drift found; pushing the value again"
             );
-            ctx.remember(object, |memory| memory.drift = Some(Box::new(drift)));
-            ctx.metrics.drift_repair();
+            checks
+                .memories
+                .remember(object, |memory| memory.drift = Some(Box::new(drift)));
+            checks.metrics.drift_repair();
             let _ = requeue.unbounded_send(ObjectRef::from_obj(object.as_ref()));
         }
     }
@@ -219,20 +189,6 @@ async fn check(
 mod tests {
     use super::*;
     use crate::crd::{BasetenSecretSpec, BasetenSecretStatus, SecretKeyRef};
-
-    #[test]
-    fn parses_go_durations() {
-        let s = Duration::from_secs;
-        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
-        assert_eq!(parse_duration("5s"), Some(s(5)));
-        assert_eq!(parse_duration("10m"), Some(s(600)));
-        assert_eq!(parse_duration("1h30m"), Some(s(5400)));
-        assert_eq!(parse_duration("1.5h"), Some(s(5400)));
-        assert_eq!(parse_duration("300ms"), Some(Duration::from_millis(300)));
-        for bad in ["", "5", "m", "5x", "-5s", "5s5", "1e3s"] {
-            assert_eq!(parse_duration(bad), None, "{bad:?}");
-        }
-    }
 
     fn written(name: &str, id: &str) -> BasetenSecret {
         let mut object = BasetenSecret::new(

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use kube::runtime::reflector::ObjectRef;
 
-use crate::crd::BasetenSecret;
+use crate::crd::{BasetenSecret, object_key};
 
 /// An object of a namespace as one string, `namespace/name`: one allocation and 16 bytes
 /// in a map instead of two and 48.
@@ -14,12 +14,6 @@ type Key = Box<str>;
 
 fn key(namespace: &str, name: &str) -> Key {
     object_key(namespace, name).into_boxed_str()
-}
-
-/// `namespace/name`, the one string by which the index and the claims key an object of a
-/// namespace (neither part can hold a '/').
-pub fn object_key(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
 }
 
 fn readers_of(entry: &SecretEntry, namespace: &str) -> Vec<ObjectRef<BasetenSecret>> {
@@ -45,9 +39,6 @@ struct SecretEntry {
 struct ReaderEntry {
     /// The Secrets it reads (its value's, and its API key's with apiKeyRef).
     secrets: Box<[Box<str>]>,
-    /// Fingerprints of the resource's uid and of the inputs of its last reconcile that
-    /// found Baseten up to date (see `context::settled_inputs`).
-    settled: Option<(u64, u64)>,
 }
 
 #[derive(Default)]
@@ -161,24 +152,6 @@ impl SecretIndex {
             .secrets
             .get(&key(namespace, secret))
             .and_then(|entry| entry.version.as_deref().map(str::to_string))
-    }
-
-    /// The settled-inputs fingerprint of BasetenSecret `name`, if it belongs to the object
-    /// with uid fingerprint `uid`.
-    pub fn settled(&self, namespace: &str, name: &str, uid: u64) -> Option<u64> {
-        self.maps()
-            .resources
-            .get(&key(namespace, name))
-            .and_then(|entry| entry.settled)
-            .filter(|(owner, _)| *owner == uid)
-            .map(|(_, fingerprint)| fingerprint)
-    }
-
-    /// Sets (or clears) the settled-inputs fingerprint of a registered BasetenSecret.
-    pub fn set_settled(&self, namespace: &str, name: &str, uid: u64, settled: Option<u64>) {
-        if let Some(entry) = self.maps().resources.get_mut(&key(namespace, name)) {
-            entry.settled = settled.map(|fingerprint| (uid, fingerprint));
-        }
     }
 
     /// The BasetenSecrets that read Secret `secret` in `namespace`.

@@ -1,12 +1,15 @@
-//! Reconcile one BasetenSecret: read the key's value, decide whether Baseten needs a write,
-//! upsert, then record the outcome in status and, on a transition, in an event.
+//! Reconcile one BasetenSecret. Each branch runs one pass: gather the inputs once, plan
+//! purely, act on Baseten, and record the outcome (status, events, memory) once.
 
+pub mod act;
 pub mod apply;
 pub mod cleanup;
 pub mod decide;
+pub mod gather;
+pub mod plan;
 pub mod record;
 pub mod retry;
-pub mod value;
+pub mod step;
 
 use std::sync::Arc;
 
@@ -60,7 +63,7 @@ async fn dispatch(
         return finalizer(&api, CLEANUP_FINALIZER, object, |event| async move {
             match event {
                 Event::Apply(object) => apply::apply(&object, ctx, namespace, name).await,
-                Event::Cleanup(object) => cleanup::cleanup(&object, ctx, namespace, name).await,
+                Event::Cleanup(object) => cleanup::cleanup(&object, ctx, namespace).await,
             }
         })
         .await
@@ -82,14 +85,16 @@ async fn dispatch(
 /// time, anything else with exponential backoff.
 pub fn error_policy(object: Arc<BasetenSecret>, error: &Error, ctx: Arc<Context>) -> Action {
     let scheduled = match error.cause() {
-        Error::Baseten(_) if object.metadata.deletion_timestamp.is_none() => {
-            ctx.recall(&object).retry.map(|r| (r.left(), r.failures))
-        }
+        Error::Baseten(_) if object.metadata.deletion_timestamp.is_none() => (ctx.memories)
+            .recall(&object)
+            .memory
+            .retry
+            .map(|r| (r.left(), r.failures)),
         _ => None,
     };
     let (delay, failures) = scheduled.unwrap_or_else(|| {
         let mut failures = 0;
-        ctx.remember(&object, |memory| {
+        ctx.memories.remember(&object, |memory| {
             memory.failures += 1;
             failures = memory.failures;
         });

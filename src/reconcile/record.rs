@@ -1,27 +1,76 @@
-//! Recording an outcome: the status, written only when it changes, and an event when the
-//! Ready reason changes.
+//! Recording how a reconcile ended: the status, written only when it changes, events, and
+//! what is remembered.
 
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::warn;
 
+use super::step::{Note, Step, Then};
 use crate::context::{Context, FIELD_MANAGER};
 use crate::crd::{BasetenSecret, BasetenSecretStatus};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::memory::Change;
 use crate::status::{Outcome, READY, next_status, truncated};
 
-/// Writes the status if it changed and publishes an event when the Ready reason changes.
-pub async fn record(
+/// Records how a reconcile ended: the status (written only when it changes) with an event
+/// on a change of the Ready reason, any further event, and what to remember, in that order.
+pub async fn finish(
     object: &BasetenSecret,
     ctx: &Context,
     current: &BasetenSecretStatus,
     namespace: &str,
-    name: &str,
+    step: Step,
+) -> Result<Action> {
+    let Step {
+        outcome,
+        note,
+        mut change,
+        skipped_write,
+        then,
+    } = step;
+    if skipped_write {
+        ctx.metrics.skipped_write();
+    }
+    if let Some(outcome) = &outcome {
+        match write_status(object, ctx, current, namespace, outcome).await {
+            Ok(Some(written)) => change.written_status = Some(Some(written)),
+            Ok(None) => {}
+            Err(error) => {
+                // A failed write's retry time must survive a failed status patch.
+                let retry = Change {
+                    retry: change.retry,
+                    ..Change::default()
+                };
+                ctx.memories.change(object, retry);
+                return Err(error);
+            }
+        }
+    }
+    if let Some(note) = &note {
+        announce(object, ctx, namespace, note).await;
+    }
+    ctx.memories.change(object, change);
+    match then {
+        Then::AwaitChange => Ok(Action::await_change()),
+        Then::Requeue(delay) => Ok(Action::requeue(delay)),
+        Then::Fail(error) => Err(Error::Baseten(error)),
+        Then::Blocked => Err(Error::DeletionBlocked),
+    }
+}
+
+/// Writes the status `outcome` leads to, if it differs from `current`, and publishes an
+/// event when the Ready reason changes; returns the status written.
+async fn write_status(
+    object: &BasetenSecret,
+    ctx: &Context,
+    current: &BasetenSecretStatus,
+    namespace: &str,
     outcome: &Outcome,
-) -> Result<()> {
+) -> Result<Option<BasetenSecretStatus>> {
     let next = next_status(
         current,
         object.metadata.generation,
@@ -29,7 +78,7 @@ pub async fn record(
         Timestamp::now(),
     );
     if &next == current {
-        return Ok(());
+        return Ok(None);
     }
     let api: Api<BasetenSecret> = Api::namespaced(ctx.client.clone(), namespace);
     let patch = serde_json::json!({
@@ -38,15 +87,11 @@ pub async fn record(
         "status": next,
     });
     api.patch_status(
-        name,
+        &object.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&patch),
     )
     .await?;
-    ctx.remember(object, |memory| {
-        memory.written_status = Some(Box::new(next))
-    });
-
     let previous_reason = current
         .conditions
         .iter()
@@ -54,42 +99,36 @@ pub async fn record(
         .map(|c| c.reason.as_str());
     // Events mark transitions of the Ready reason only; lastSyncTime records every write.
     // They are created directly: kube's Recorder keeps every event it published for minutes
-    // to count repeats, which transitions never are (10 000 events at a cold start).
+    // to count repeats, which transitions never are.
     if let Some(event) = event_for(
         object,
         &ctx.event_instance,
         previous_reason,
         outcome,
         Timestamp::now(),
-    ) && let Err(error) = Api::<Event>::namespaced(ctx.client.clone(), namespace)
-        .create(&PostParams::default(), &event)
-        .await
-    {
-        warn!(error = %error, "could not publish event");
+    ) {
+        publish(ctx, namespace, &event).await;
     }
-    Ok(())
+    Ok(Some(next))
 }
 
-/// Publishes an event about `object` that is not a Ready transition (such as a drift repair).
-pub async fn announce(
-    object: &BasetenSecret,
-    ctx: &Context,
-    namespace: &str,
-    kind: &str,
-    reason: &str,
-    note: &str,
-) {
+/// Publishes an event about `object` that is not a Ready transition (a drift repair).
+async fn announce(object: &BasetenSecret, ctx: &Context, namespace: &str, note: &Note) {
     let event = event(
         object,
         &ctx.event_instance,
-        kind,
-        reason,
+        note.kind,
+        note.reason,
         "Upsert",
-        note,
+        &note.text,
         Timestamp::now(),
     );
+    publish(ctx, namespace, &event).await;
+}
+
+async fn publish(ctx: &Context, namespace: &str, event: &Event) {
     if let Err(error) = Api::<Event>::namespaced(ctx.client.clone(), namespace)
-        .create(&PostParams::default(), &event)
+        .create(&PostParams::default(), event)
         .await
     {
         warn!(error = %error, "could not publish event");

@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use rand::Rng;
-use tokio::time::Instant;
-
 use crate::baseten::BasetenError;
+use rand::Rng;
 
 /// First retry delay after a transient failure.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -19,36 +17,6 @@ pub const UNAUTHORIZED_RETRY: Duration = Duration::from_secs(300);
 
 /// How long to wait before trying a rejected request again.
 pub const REJECTED_RETRY: Duration = Duration::from_secs(600);
-
-/// What a Baseten write attempted. Any change to these makes it a new write that goes
-/// ahead at once, even while the previous one waits for its retry time.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Attempt {
-    /// Synced hash of name, value and API key.
-    pub synced_hash: String,
-    /// The resource's generation.
-    pub generation: i64,
-    /// The force-sync token asked for.
-    pub force_token: Option<String>,
-}
-
-/// A failed Baseten write waiting for its retry time.
-#[derive(Clone, Debug)]
-pub struct Retry {
-    /// The same write is not tried before this instant.
-    pub not_before: Instant,
-    /// What was attempted.
-    pub attempt: Attempt,
-    /// Consecutive failures of this object's writes.
-    pub failures: u32,
-}
-
-impl Retry {
-    /// Time left until the retry may happen (zero when it may happen now).
-    pub fn left(&self) -> Duration {
-        self.not_before.saturating_duration_since(Instant::now())
-    }
-}
 
 /// How long to wait after the `failures`-th consecutive failure of a write.
 pub fn retry_delay(error: &BasetenError, failures: u32) -> Duration {
@@ -64,8 +32,13 @@ pub fn retry_delay(error: &BasetenError, failures: u32) -> Duration {
 
 /// Adds up to 10% random delay, so that many resources do not retry in lockstep.
 pub fn jittered(delay: Duration) -> Duration {
+    jittered_by(delay, rand::rng().random_range(0.0..=1.0))
+}
+
+/// `delay` plus the fraction `jitter` (0 to 1) of a tenth of it and 50 ms.
+pub fn jittered_by(delay: Duration, jitter: f64) -> Duration {
     let spread = delay.as_millis() as u64 / 10 + 50;
-    delay + Duration::from_millis(rand::rng().random_range(0..=spread))
+    delay + Duration::from_millis((spread as f64 * jitter.clamp(0.0, 1.0)) as u64)
 }
 
 /// Exponential backoff for the `failures`-th consecutive failure (1-based), capped.

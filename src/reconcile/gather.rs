@@ -1,0 +1,183 @@
+//! Gathering a reconcile's inputs, once: what is remembered, the claim, the versions the
+//! watches saw, and (only when a write may be needed) the API key and the value.
+
+use std::sync::Arc;
+
+use kube::ResourceExt;
+use secrecy::SecretString;
+use tokio::time::Instant;
+
+use crate::claims::{Claimant, Target};
+use crate::context::Context;
+use crate::crd::{BasetenSecret, BasetenSecretStatus, FORCE_SYNC_ANNOTATION};
+use crate::credentials::ApiKey;
+use crate::error::Result;
+use crate::memory::{Memory, settled_inputs};
+use crate::secrets::{Unusable, read_value};
+
+/// What is remembered about a resource, and the status to decide from.
+#[derive(Clone, Debug, Default)]
+pub struct Recall {
+    /// Failures, retry, written status, drift, delete.
+    pub memory: Memory,
+    /// Fingerprint of the inputs of the last reconcile that found Baseten up to date.
+    pub settled: Option<u64>,
+    /// The last status this process wrote for the object, else the object's own.
+    pub status: BasetenSecretStatus,
+    /// Whether the cache shows the status this process wrote last (it can be forgotten).
+    pub caught_up: bool,
+}
+
+/// What the reconcile of the apply branch sees before reading anything.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// What is remembered.
+    pub recall: Recall,
+    /// An older resource that targets the same Baseten secret, and so wins it.
+    pub winner: Option<Claimant>,
+    /// The versions of what a write would read.
+    pub inputs: Inputs,
+    /// When the reconcile began.
+    pub now: Instant,
+    /// A random fraction in [0, 1) that spreads retry times.
+    pub jitter: f64,
+}
+
+/// What a reconcile that writes depends on, as far as it is known without reading.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inputs {
+    /// The Secret's name.
+    pub secret: String,
+    /// The Secret's resourceVersion as the watch (or a read) last saw it.
+    pub secret_version: Option<String>,
+    /// The version of the API key in use.
+    pub key_version: Option<String>,
+    /// The resource's generation.
+    pub generation: i64,
+    /// The force-sync token, if set.
+    pub force_token: Option<String>,
+}
+
+impl Inputs {
+    /// The fingerprint of these inputs with the Secret at `secret_version`.
+    pub fn fingerprint(&self, secret_version: &str) -> u64 {
+        settled_inputs(
+            &self.secret,
+            secret_version,
+            self.key_version.as_deref(),
+            self.generation,
+            self.force_token.as_deref(),
+        )
+    }
+
+    /// The fingerprint of the inputs as last seen, when the Secret's version is known.
+    pub fn seen_fingerprint(&self) -> Option<u64> {
+        self.secret_version.as_deref().map(|v| self.fingerprint(v))
+    }
+}
+
+/// The API key and the value, read once for a write.
+pub struct Readable {
+    /// The key the write authenticates with.
+    pub api_key: Arc<ApiKey>,
+    /// The value to write.
+    pub value: SecretString,
+    /// The Secret's resourceVersion at the read.
+    pub version: Option<String>,
+}
+
+/// What is remembered about `object` and the status to decide from.
+pub fn recall(object: &BasetenSecret, ctx: &Context) -> Recall {
+    let recalled = ctx.memories.recall(object);
+    let written = recalled.memory.written_status.as_deref();
+    let caught_up = written.is_some() && written == object.status.as_ref();
+    let status = written
+        .cloned()
+        .or_else(|| object.status.clone())
+        .unwrap_or_default();
+    Recall {
+        memory: recalled.memory,
+        settled: recalled.settled,
+        status,
+        caught_up,
+    }
+}
+
+/// Everything the apply branch can know without reading a Secret. Registers first which
+/// Secrets the resource reads, so a change of either after this always triggers a reconcile.
+pub fn seen(object: &BasetenSecret, ctx: &Context, namespace: &str, name: &str) -> Seen {
+    let secret = object.spec.secret_ref.name.as_str();
+    let api_key_secret = object.spec.api_key_ref.as_ref().map(|r| r.name.as_str());
+    let read: Vec<&str> = std::iter::once(secret).chain(api_key_secret).collect();
+    ctx.index.register(namespace, name, &read);
+    let winner = ctx
+        .claims
+        .winner(&Target::of(object))
+        .filter(|winner| *winner != Claimant::of(object));
+    Seen {
+        recall: recall(object, ctx),
+        winner,
+        inputs: Inputs {
+            secret: secret.to_string(),
+            secret_version: ctx.index.seen_version(namespace, secret),
+            key_version: ctx.credentials.key_version(&ctx.index, object),
+            generation: object.metadata.generation.unwrap_or_default(),
+            force_token: force_token(object),
+        },
+        now: Instant::now(),
+        jitter: rand::random_range(0.0..1.0),
+    }
+}
+
+/// The force-sync token of the resource, if any.
+fn force_token(object: &BasetenSecret) -> Option<String> {
+    object
+        .annotations()
+        .get(FORCE_SYNC_ANNOTATION)
+        .filter(|t| !t.is_empty())
+        .cloned()
+}
+
+/// The API key `object` writes with, or why it has none.
+pub async fn api_key(
+    object: &BasetenSecret,
+    ctx: &Context,
+) -> Result<std::result::Result<Arc<ApiKey>, Unusable>> {
+    ctx.credentials
+        .for_object(
+            &ctx.client,
+            &ctx.index,
+            ctx.secret_selector.as_ref(),
+            object,
+        )
+        .await
+}
+
+/// Reads the API key and then the value, or says why one cannot be used.
+pub async fn read(
+    object: &BasetenSecret,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<std::result::Result<Readable, Unusable>> {
+    let api_key = match api_key(object, ctx).await? {
+        Ok(api_key) => api_key,
+        Err(unusable) => return Ok(Err(unusable)),
+    };
+    let key_ref = &object.spec.secret_ref;
+    let read = read_value(
+        &ctx.client,
+        namespace,
+        key_ref,
+        ctx.secret_selector.as_ref(),
+    )
+    .await?;
+    if let Some(version) = &read.version {
+        // The watch may have delivered this Secret before this resource read it.
+        ctx.index.read_at(namespace, &key_ref.name, version);
+    }
+    Ok(read.value.map(|value| Readable {
+        api_key,
+        value,
+        version: read.version,
+    }))
+}

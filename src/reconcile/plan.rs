@@ -1,0 +1,348 @@
+//! The pure half of a reconcile: from what was gathered, what to do; from what was done,
+//! what to record, remember and publish. Nothing here reads a clock, a random number or the
+//! network, so every branch has a unit test (in `plan/tests.rs`).
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+
+use super::decide::{Decision, decide};
+use super::gather::{Readable, Seen};
+use super::retry::{jittered_by, retry_delay};
+use super::step::{Note, Step, Then, base, concluded, outcome};
+use crate::baseten::{BasetenError, SecretV1, normalised_name};
+use crate::claims::Claimant;
+use crate::crd::{BasetenSecret, BasetenSecretStatus, DeletionPolicy, UpdatePolicy};
+use crate::memory::{Attempt, Change, Drift, Retry};
+use crate::secrets::Unusable;
+use crate::status::{Outcome, Reason, Written};
+
+#[cfg(test)]
+mod tests;
+
+/// How often a resource whose team Baseten does not know looks again.
+pub const TEAM_NOT_FOUND_RETRY: Duration = Duration::from_secs(300);
+
+/// What to do before anything is read.
+// A short-lived return value; boxing the step would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Next {
+    /// Nothing to read: the reconcile ends with this step.
+    Done(Step),
+    /// Read the API key and the value, then plan the write.
+    Read,
+}
+
+/// Decides whether the reconcile must read at all: a lost conflict, unchanged inputs and
+/// suspension end it here.
+pub fn first(object: &BasetenSecret, seen: &Seen) -> Next {
+    let recall = &seen.recall;
+    if object.spec.suspend {
+        let message = "spec.suspend is true; nothing is written to Baseten until it is false";
+        let suspended = outcome(Reason::Suspended, message.into());
+        return Next::Done(Step::record(suspended, concluded(recall, None)));
+    }
+    if let Some(winner) = &seen.winner {
+        return Next::Done(Step::record(
+            outcome(Reason::Conflict, conflict_message(object, winner)),
+            concluded(recall, None),
+        ));
+    }
+    let unchanged = recall.settled.is_some() && recall.settled == seen.inputs.seen_fingerprint();
+    if unchanged && recall.memory.drift.is_none() {
+        // Typically the echo of our own status write: the Secret is as last read.
+        return Next::Done(Step::nothing(base(recall)));
+    }
+    Next::Read
+}
+
+fn conflict_message(object: &BasetenSecret, winner: &Claimant) -> String {
+    format!(
+        "Baseten secret {:?} is also the target of {winner}, which is older and wins; this resource writes nothing until that one is deleted or targets another name",
+        object.desired_baseten_name()
+    )
+}
+
+/// The API key or the value cannot be used: the user's problem goes into the status.
+pub fn unusable(seen: &Seen, (reason, message): Unusable) -> Step {
+    Step::record(outcome(reason, message), concluded(&seen.recall, None))
+}
+
+/// A write to make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Write {
+    /// Why it is made.
+    pub decision: Decision,
+    /// What it writes, to tell a retry of it from a new write.
+    pub attempt: Attempt,
+    /// The name to write.
+    pub baseten_name: String,
+    /// The team spec.team names, to look up first (none: the key's default team).
+    pub team: Option<String>,
+    /// `updatePolicy: IfNotExists` on a first write: look for the name first.
+    pub unless_exists: bool,
+    /// What this resource wrote before, deleted once the write lands under another
+    /// name or team (`deletionPolicy: Delete`).
+    pub previous: Option<Previous>,
+}
+
+/// A Baseten secret this resource wrote before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Previous {
+    /// Its team, as Baseten named it.
+    pub team_name: Option<String>,
+    /// Its name.
+    pub baseten_name: String,
+}
+
+/// What planning a write came to.
+// A short-lived return value; boxing the step would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Planned {
+    /// No write: the reconcile ends with this step.
+    Done(Step),
+    /// Make this write.
+    Write(Write),
+}
+
+/// Decides whether Baseten needs the value, minding the retry time of a recent failure of
+/// the very same write.
+pub fn write(object: &BasetenSecret, seen: &Seen, read: &Readable) -> Planned {
+    let recall = &seen.recall;
+    let baseten_name = object.desired_baseten_name();
+    let synced_hash = (read.api_key.hash_key).synced_hash(&hashed_name(object), &read.value);
+    let force_token = seen.inputs.force_token.clone();
+    let decision = match decide(
+        Some(&recall.status),
+        &baseten_name,
+        &synced_hash,
+        force_token.as_deref(),
+    ) {
+        Decision::UpToDate if recall.memory.drift.is_some() => Decision::Drifted,
+        decision => decision,
+    };
+    if decision == Decision::UpToDate {
+        let settled = read.version.as_deref().map(|v| seen.inputs.fingerprint(v));
+        return Planned::Done(Step {
+            skipped_write: true,
+            ..Step::record(synced(object, &baseten_name), concluded(recall, settled))
+        });
+    }
+    let attempt = Attempt {
+        synced_hash,
+        generation: seen.inputs.generation,
+        force_token,
+    };
+    let waiting = (recall.memory.retry.as_deref())
+        .filter(|retry| retry.attempt == attempt)
+        .map(|retry| retry.left_at(seen.now))
+        .filter(|left| !left.is_zero());
+    if let Some(left) = waiting {
+        // Our own status write re-triggers a reconcile; the same failed write waits for its
+        // retry time instead of hammering Baseten.
+        return Planned::Done(Step::nothing(base(recall)).then(Then::Requeue(left)));
+    }
+    Planned::Write(Write {
+        decision,
+        attempt,
+        team: object.spec.team.clone(),
+        unless_exists: object.spec.update_policy == UpdatePolicy::IfNotExists
+            && decision == Decision::FirstWrite,
+        previous: previous(object, &recall.status),
+        baseten_name,
+    })
+}
+
+/// The name the synced hash covers. The team is part of what was written, so moving to
+/// another team writes once; without a team the hash is as before teams existed.
+fn hashed_name(object: &BasetenSecret) -> String {
+    let baseten_name = object.desired_baseten_name();
+    match &object.spec.team {
+        None => baseten_name,
+        Some(team) => format!("{baseten_name}\u{0}team={team}"),
+    }
+}
+
+fn previous(object: &BasetenSecret, status: &BasetenSecretStatus) -> Option<Previous> {
+    if object.spec.deletion_policy != DeletionPolicy::Delete || status.synced_hash.is_none() {
+        return None;
+    }
+    Some(Previous {
+        team_name: status.team_name.clone(),
+        baseten_name: status.baseten_name.clone()?,
+    })
+}
+
+/// Whether a write that landed as `written` under `baseten_name` left `previous` behind:
+/// another name (not merely another spelling) or another team.
+pub fn moved(previous: &Previous, written: &SecretV1, baseten_name: &str) -> bool {
+    let other_team = previous.team_name.is_some()
+        && written.team_name.is_some()
+        && previous.team_name != written.team_name;
+    other_team || normalised_name(&previous.baseten_name) != normalised_name(baseten_name)
+}
+
+fn synced(object: &BasetenSecret, baseten_name: &str) -> Outcome {
+    let key_ref = &object.spec.secret_ref;
+    let message = format!(
+        "key {:?} of Secret {}/{} is in Baseten as {baseten_name:?}",
+        key_ref.key,
+        object.namespace().unwrap_or_default(),
+        key_ref.name
+    );
+    outcome(Reason::Synced, message)
+}
+
+/// What the Baseten calls of a write came to.
+#[derive(Debug)]
+pub enum Acted {
+    /// spec.team names no team the key can see.
+    TeamNotFound,
+    /// IfNotExists: the name exists and this resource did not write it.
+    Exists(SecretV1),
+    /// The value is in Baseten; with the previous name's delete, when one ran.
+    Written {
+        /// Baseten's answer.
+        secret: SecretV1,
+        /// The previous name, when deleting it failed.
+        release_failed: Option<(String, BasetenError)>,
+    },
+    /// A Baseten call failed.
+    Failed(BasetenError),
+}
+
+/// What to record, remember and publish after the write's calls.
+pub fn conclude(
+    object: &BasetenSecret,
+    seen: &Seen,
+    read: &Readable,
+    write: Write,
+    acted: Acted,
+) -> Step {
+    let recall = &seen.recall;
+    let settled = read.version.as_deref().map(|v| seen.inputs.fingerprint(v));
+    let name = write.baseten_name;
+    match acted {
+        Acted::TeamNotFound => {
+            let team = write.team.unwrap_or_default();
+            let message = format!(
+                "Baseten team {team:?} is not among the teams this API key can see (by name or id); retrying every few minutes"
+            );
+            // A team created later in Baseten is found on the next look.
+            let again = jittered_by(TEAM_NOT_FOUND_RETRY, seen.jitter);
+            Step::record(
+                outcome(Reason::TeamNotFound, message),
+                concluded(recall, None),
+            )
+            .then(Then::Requeue(again))
+        }
+        Acted::Failed(error) => failed(seen, write.attempt, &name, error),
+        Acted::Exists(found) => {
+            let message = format!(
+                "Baseten secret {:?} already exists and this resource did not create it; updatePolicy IfNotExists leaves it alone",
+                found.name
+            );
+            let exists = Outcome {
+                found: Some(found),
+                ..outcome(Reason::AlreadyExists, message)
+            };
+            Step::record(exists, concluded(recall, settled))
+        }
+        Acted::Written {
+            release_failed: Some((old, error)),
+            ..
+        } => {
+            // The status keeps the old name, so the next attempt deletes it again.
+            let message = format!(
+                "wrote Baseten secret {name:?}, but deleting the previous name {old:?} failed: {error}; retrying"
+            );
+            let change = Change {
+                retry: Some(None),
+                ..concluded(recall, None)
+            };
+            Step::record(outcome(Reason::of_baseten_error(&error), message), change)
+                .then(Then::Fail(error))
+        }
+        Acted::Written { secret, .. } => {
+            let repaired = recall
+                .memory
+                .drift
+                .as_deref()
+                .map(|drift| repair_note(drift, &name));
+            let written = Outcome {
+                written: Some(Written {
+                    secret,
+                    baseten_name: name.clone(),
+                    synced_hash: write.attempt.synced_hash,
+                }),
+                force_sync_token: write.attempt.force_token,
+                ..synced(object, &name)
+            };
+            let change = Change {
+                retry: Some(None),
+                drift_repaired: repaired.is_some(),
+                ..concluded(recall, settled)
+            };
+            Step {
+                note: repaired,
+                ..Step::record(written, change)
+            }
+        }
+    }
+}
+
+/// A failed Baseten call of `attempt`, and when the same attempt may run again.
+fn failed(seen: &Seen, attempt: Attempt, name: &str, error: BasetenError) -> Step {
+    let failures = seen.recall.memory.retry.as_ref().map_or(0, |r| r.failures) + 1;
+    let delay = jittered_by(retry_delay(&error, failures), seen.jitter);
+    let change = Change {
+        retry: Some(Some(Retry {
+            not_before: seen.now + delay,
+            attempt,
+            failures,
+        })),
+        ..concluded(&seen.recall, None)
+    };
+    let failure = outcome(
+        Reason::of_baseten_error(&error),
+        failure_message(&error, name),
+    );
+    // A refused key or request is tried again at its retry time, or on a change.
+    let then = if error.is_transient() {
+        Then::Fail(error)
+    } else {
+        Then::Requeue(delay)
+    };
+    Step::record(failure, change).then(then)
+}
+
+fn failure_message(error: &BasetenError, baseten_name: &str) -> String {
+    let advice = match error {
+        BasetenError::Unauthorized { .. } => {
+            "check the operator's Baseten API key; retrying every few minutes"
+        }
+        BasetenError::Rejected { .. } => "fix the resource; Baseten will not accept it as is",
+        BasetenError::RateLimited { .. } => "retrying after the rate-limit window",
+        BasetenError::Unavailable { .. } | BasetenError::Transport(_) => "retrying with backoff",
+    };
+    format!("writing Baseten secret {baseten_name:?} failed: {error}; {advice}")
+}
+
+fn repair_note(drift: &Drift, name: &str) -> Note {
+    match drift {
+        Drift::Missing => Note {
+            kind: "Normal",
+            reason: "Recreated",
+            text: format!("Baseten secret {name:?} was missing; pushed the value again"),
+        },
+        Drift::Recreated { was, now } => Note {
+            kind: "Warning",
+            reason: "Replaced",
+            text: format!(
+                "Baseten secret {name:?} was deleted and created again outside this operator (id {was} became {now}); pushed our value again"
+            ),
+        },
+    }
+}
