@@ -18,7 +18,7 @@ use kube::ResourceExt;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::baseten::{BasetenClient, Transport};
-use crate::crd::BasetenSecret;
+use crate::crd::{BasetenSecret, SecretKeyRef};
 use crate::error::Result;
 use crate::hash::HashKey;
 use crate::index::SecretIndex;
@@ -146,42 +146,17 @@ impl Credentials {
         {
             return Ok(Ok(key.clone()));
         }
-        let secret = match get_secret(client, &namespace, &key_ref.name).await? {
-            Ok(secret) => secret,
-            Err(refused) => return Ok(Err(refused)),
-        };
-        let Some(secret) = secret else {
-            lock(&self.from_secrets).remove(&cache_key);
-            return Ok(Err((
-                Reason::ApiKeyNotFound,
-                format!(
-                    "Secret {namespace}/{} named by spec.apiKeyRef does not exist; create it with the Baseten API key under {:?}",
-                    key_ref.name, key_ref.key
-                ),
-            )));
-        };
-        let version = secret.metadata.resource_version.clone().unwrap_or_default();
-        index.read_at(&namespace, &key_ref.name, &version);
-        if let Some(refused) = not_allowed(selector, &secret, &namespace) {
-            return Ok(Err(refused));
-        }
-        let key = match extract_value(&secret, key_ref, &namespace) {
-            Ok(key) if !key.expose_secret().trim().is_empty() => {
-                SecretString::from(key.expose_secret().trim().to_string())
-            }
-            Ok(_) => {
+        let (version, key) = match read_key(client, index, selector, &namespace, key_ref).await? {
+            Some(Ok(read)) => read,
+            Some(Err(unusable)) => return Ok(Err(unusable)),
+            None => {
+                lock(&self.from_secrets).remove(&cache_key);
                 return Ok(Err((
                     Reason::ApiKeyNotFound,
                     format!(
-                        "key {:?} of Secret {namespace}/{} (spec.apiKeyRef) is empty",
-                        key_ref.key, key_ref.name
+                        "Secret {namespace}/{} named by spec.apiKeyRef does not exist; create it with the Baseten API key under {:?}",
+                        key_ref.name, key_ref.key
                     ),
-                )));
-            }
-            Err((_, message)) => {
-                return Ok(Err((
-                    Reason::ApiKeyNotFound,
-                    format!("spec.apiKeyRef: {message}"),
                 )));
             }
         };
@@ -215,6 +190,39 @@ impl Credentials {
         lock(&self.from_secrets)
             .get(&cache_key)
             .map(|(_, key)| key.clone())
+    }
+}
+
+/// Reads the API key `key_ref` names: the Secret's resourceVersion and the key, or why it
+/// cannot be used; `None` when the Secret does not exist.
+async fn read_key(
+    client: &kube::Client,
+    index: &SecretIndex,
+    selector: Option<&SecretSelector>,
+    namespace: &str,
+    key_ref: &SecretKeyRef,
+) -> Result<Option<std::result::Result<(String, SecretString), Unusable>>> {
+    let secret = match get_secret(client, namespace, &key_ref.name).await? {
+        Ok(Some(secret)) => secret,
+        Ok(None) => return Ok(None),
+        Err(refused) => return Ok(Some(Err(refused))),
+    };
+    let version = secret.metadata.resource_version.clone().unwrap_or_default();
+    index.read_at(namespace, &key_ref.name, &version);
+    if let Some(refused) = not_allowed(selector, &secret, namespace) {
+        return Ok(Some(Err(refused)));
+    }
+    let unusable = |message: String| Ok(Some(Err((Reason::ApiKeyNotFound, message))));
+    match extract_value(&secret, key_ref, namespace) {
+        Ok(key) if !key.expose_secret().trim().is_empty() => Ok(Some(Ok((
+            version,
+            SecretString::from(key.expose_secret().trim().to_string()),
+        )))),
+        Ok(_) => unusable(format!(
+            "key {:?} of Secret {namespace}/{} (spec.apiKeyRef) is empty",
+            key_ref.key, key_ref.name
+        )),
+        Err((_, message)) => unusable(format!("spec.apiKeyRef: {message}")),
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use kube::ResourceExt;
 
 use super::decide::{Decision, decide};
-use super::gather::{Readable, Seen};
+use super::gather::{Readable, Recall, Seen};
 use super::retry::{jittered_by, retry_delay};
 use super::step::{Note, Step, Then, base, concluded, outcome};
 use crate::baseten::{BasetenError, SecretV1, normalised_name};
@@ -223,7 +223,7 @@ pub fn conclude(
 ) -> Step {
     let recall = &seen.recall;
     let settled = read.version.as_deref().map(|v| seen.inputs.fingerprint(v));
-    let name = write.baseten_name;
+    let name = write.baseten_name.clone();
     match acted {
         Acted::TeamNotFound => {
             let team = write.team.unwrap_or_default();
@@ -253,43 +253,51 @@ pub fn conclude(
         Acted::Written {
             release_failed: Some((old, error)),
             ..
-        } => {
-            // The status keeps the old name, so the next attempt deletes it again.
-            let message = format!(
-                "wrote Baseten secret {name:?}, but deleting the previous name {old:?} failed: {error}; retrying"
-            );
-            let change = Change {
-                retry: Some(None),
-                ..concluded(recall, None)
-            };
-            Step::record(outcome(Reason::of_baseten_error(&error), message), change)
-                .then(Then::Fail(error))
-        }
-        Acted::Written { secret, .. } => {
-            let repaired = recall
-                .memory
-                .drift
-                .as_deref()
-                .map(|drift| repair_note(drift, &name));
-            let written = Outcome {
-                written: Some(Written {
-                    secret,
-                    baseten_name: name.clone(),
-                    synced_hash: write.attempt.synced_hash,
-                }),
-                force_sync_token: write.attempt.force_token,
-                ..synced(object, &name)
-            };
-            let change = Change {
-                retry: Some(None),
-                drift_repaired: repaired.is_some(),
-                ..concluded(recall, settled)
-            };
-            Step {
-                note: repaired,
-                ..Step::record(written, change)
-            }
-        }
+        } => release_failed(recall, &name, &old, error),
+        Acted::Written { secret, .. } => written(object, recall, write, secret, settled),
+    }
+}
+
+/// The write landed, but the name it moved from is still in Baseten: the status keeps the
+/// old name, so the next attempt writes and deletes again.
+fn release_failed(recall: &Recall, name: &str, old: &str, error: BasetenError) -> Step {
+    let message = format!(
+        "wrote Baseten secret {name:?}, but deleting the previous name {old:?} failed: {error}; retrying"
+    );
+    let change = Change {
+        retry: Some(None),
+        ..concluded(recall, None)
+    };
+    Step::record(outcome(Reason::of_baseten_error(&error), message), change).then(Then::Fail(error))
+}
+
+/// The write landed: Baseten's answer goes into the status, and a drift repair is announced.
+fn written(
+    object: &BasetenSecret,
+    recall: &Recall,
+    write: Write,
+    secret: SecretV1,
+    settled: Option<u64>,
+) -> Step {
+    let name = write.baseten_name;
+    let repaired = (recall.memory.drift.as_deref()).map(|drift| repair_note(drift, &name));
+    let outcome = Outcome {
+        force_sync_token: write.attempt.force_token,
+        written: Some(Written {
+            secret,
+            synced_hash: write.attempt.synced_hash,
+            baseten_name: name.clone(),
+        }),
+        ..synced(object, &name)
+    };
+    let change = Change {
+        retry: Some(None),
+        drift_repaired: repaired.is_some(),
+        ..concluded(recall, settled)
+    };
+    Step {
+        note: repaired,
+        ..Step::record(outcome, change)
     }
 }
 
