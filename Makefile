@@ -36,6 +36,12 @@ clippy:
 unit-and-integration:
 	$(CARGO) test --workspace
 
+## The module-shape check alone: imports point down the layers, files and functions stay
+## small (tests/layers.rs; `make test` runs it too).
+.PHONY: check-layers
+check-layers:
+	$(CARGO) test --test layers
+
 ## Measures convergence, propagation, steady state, restart, footprint and apiserver load
 ## (BENCH_N, BENCH_VALUE_BYTES, BENCH_NOISE, BENCH_STEADY_SECS, BENCH_UPDATES, BENCH_OUT).
 bench: controlplane release
