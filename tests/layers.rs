@@ -15,25 +15,23 @@ const LAYERS: &[&[&str]] = &[
     &["lib"],
     &["controller"],
     &["reconcile"],
-    &["reconcile/apply"],
-    &["reconcile/cleanup"],
-    &["reconcile/record"],
-    &["context"],
+    &["reconcile/apply", "reconcile/cleanup"],
+    &["reconcile/act", "reconcile/record"],
+    &["reconcile/plan"],
+    &["reconcile/step"],
+    &["reconcile/gather", "reconcile/decide", "reconcile/retry"],
+    &["context", "drift", "server", "telemetry", "watch"],
     &["credentials"],
-    &["drift", "reconcile/value", "telemetry"],
-    &["claims", "config", "error", "reconcile/retry", "status"],
-    &["baseten", "index", "reconcile/decide", "server", "watch"],
-    &["crd", "hash", "metrics", "process", "selector"],
+    &["claims", "index", "memory"],
+    &["config", "secrets"],
+    &["error", "status"],
+    &["baseten"],
+    &["crd", "duration", "hash", "metrics", "process", "selector"],
 ];
 
 /// TEMPORARY, while the code is reshaped: upward imports `(from, to)` that are tolerated and
 /// printed as warnings. Only ever remove entries; one that no longer applies fails the test.
-const KNOWN_UPWARD: &[(&str, &str)] = &[
-    // The cycle context -> credentials -> context: the key-file follower takes a Context.
-    ("credentials", "context"),
-    // The cycle context -> drift -> context: the drift sweep reads the Context.
-    ("drift", "context"),
-];
+const KNOWN_UPWARD: &[(&str, &str)] = &[];
 
 /// TEMPORARY, while the code is reshaped: oversize items `(module, function)`, `""` meaning
 /// the whole file, tolerated and printed as warnings. Only ever remove entries; one that no
@@ -44,12 +42,7 @@ const KNOWN_OVERSIZE: &[(&str, &str)] = &[
     ("config", "from_args"),
     ("controller", "reconcile_until"),
     ("controller", "run_elected"),
-    ("credentials", "for_object"),
     ("metrics", "render"),
-    ("reconcile/apply", ""),
-    ("reconcile/apply", "apply"),
-    ("reconcile/apply", "push"),
-    ("reconcile/cleanup", "cleanup"),
     ("watch", ""),
 ];
 
@@ -747,6 +740,9 @@ fn collect(dir: &Path, files: &mut Vec<PathBuf>) {
         let path = entry.expect("a directory entry").path();
         if path.is_dir() {
             collect(&path, files);
+        } else if path.file_name().is_some_and(|n| n == "tests.rs") {
+            // A parent's unit tests in a file of their own: they import the parent by
+            // design, and tests are not held to the sizes.
         } else if path.extension().is_some_and(|x| x == "rs") {
             files.push(path);
         }
