@@ -177,62 +177,21 @@ impl Config {
         if !(baseten_url.starts_with("https://") || baseten_url.starts_with("http://")) {
             bail!("--baseten-url must start with https:// or http://");
         }
-        let api_key = match &api_key_file {
-            Some(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("reading the API key file {}", path.display()))?,
-            None => std::env::var(API_KEY_ENV).map_err(|_| {
-                anyhow::anyhow!("no Baseten API key: set {API_KEY_ENV} or pass --api-key-file")
-            })?,
-        };
-        let api_key = api_key.trim().to_string();
-        if api_key.is_empty() {
-            bail!("the Baseten API key is empty");
-        }
-        let mut namespaces: Vec<String> = watch_namespace
-            .into_iter()
-            .chain(watch_namespaces)
-            .map(|ns| ns.trim().to_string())
-            .filter(|ns| !ns.is_empty())
-            .collect();
-        namespaces.sort();
-        namespaces.dedup();
-        let leader_election = if leader_elect {
-            let Some(namespace) = lease_namespace.filter(|ns| !ns.is_empty()) else {
-                bail!(
-                    "--leader-elect needs the Lease's namespace: pass --lease-namespace or set POD_NAMESPACE"
-                );
-            };
-            let identity = std::env::var("POD_NAME")
-                .ok()
-                .filter(|name| !name.is_empty())
-                .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
-            Some(LeaderElection {
-                namespace,
-                name: lease_name,
-                identity,
-                duration_seconds: lease_duration_seconds,
-            })
+        let api_key = read_api_key(api_key_file.as_deref())?;
+        let namespaces = namespaces(watch_namespace.into_iter().chain(watch_namespaces));
+        let leader_election = leader_elect
+            .then(|| leader_election(lease_namespace, lease_name, lease_duration_seconds))
+            .transpose()?;
+        // JSON in a cluster, text on a terminal.
+        let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+        let log_format = log_format.unwrap_or(if in_cluster {
+            LogFormat::Json
         } else {
-            None
-        };
-        let log_format =
-            log_format.unwrap_or(if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
-                LogFormat::Json
-            } else {
-                LogFormat::Text
-            });
+            LogFormat::Text
+        });
         let extra_roots = match &baseten_ca_file {
             None => Vec::new(),
-            Some(path) => {
-                let pem = std::fs::read(path)
-                    .with_context(|| format!("reading the CA file {}", path.display()))?;
-                let roots = reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_err(|_| anyhow::anyhow!("{} holds no PEM certificates", path.display()))?;
-                if roots.is_empty() {
-                    bail!("{} holds no PEM certificates", path.display());
-                }
-                roots
-            }
+            Some(path) => read_roots(path)?,
         };
         Ok(Self {
             baseten_url: baseten_url.trim_end_matches('/').to_string(),
@@ -252,6 +211,68 @@ impl Config {
             http_addr,
         })
     }
+}
+
+/// The namespaces named, trimmed, sorted and once each.
+fn namespaces(named: impl Iterator<Item = String>) -> Vec<String> {
+    let mut namespaces: Vec<String> = named
+        .map(|ns| ns.trim().to_string())
+        .filter(|ns| !ns.is_empty())
+        .collect();
+    namespaces.sort();
+    namespaces.dedup();
+    namespaces
+}
+
+/// The API key from `path`, else from the environment.
+fn read_api_key(path: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let api_key = match path {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the API key file {}", path.display()))?,
+        None => std::env::var(API_KEY_ENV).map_err(|_| {
+            anyhow::anyhow!("no Baseten API key: set {API_KEY_ENV} or pass --api-key-file")
+        })?,
+    };
+    let api_key = api_key.trim().to_string();
+    if api_key.is_empty() {
+        bail!("the Baseten API key is empty");
+    }
+    Ok(api_key)
+}
+
+/// The Lease to lead by; this process is named by its pod, else by host and pid.
+fn leader_election(
+    namespace: Option<String>,
+    name: String,
+    duration_seconds: u64,
+) -> anyhow::Result<LeaderElection> {
+    let Some(namespace) = namespace.filter(|ns| !ns.is_empty()) else {
+        bail!(
+            "--leader-elect needs the Lease's namespace: pass --lease-namespace or set POD_NAMESPACE"
+        );
+    };
+    let identity = std::env::var("POD_NAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+    Ok(LeaderElection {
+        namespace,
+        name,
+        identity,
+        duration_seconds,
+    })
+}
+
+/// The CA certificates of a PEM bundle.
+fn read_roots(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading the CA file {}", path.display()))?;
+    let roots = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|_| anyhow::anyhow!("{} holds no PEM certificates", path.display()))?;
+    if roots.is_empty() {
+        bail!("{} holds no PEM certificates", path.display());
+    }
+    Ok(roots)
 }
 
 /// The machine's host name, for a Lease identity outside a pod.

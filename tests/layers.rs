@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["main", "bin/crdgen"],
     &["lib"],
     &["controller"],
+    &["controller/leader", "controller/streams"],
     &["reconcile"],
     &["reconcile/apply", "reconcile/cleanup"],
     &["reconcile/act", "reconcile/record"],
@@ -39,9 +40,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[];
 const KNOWN_OVERSIZE: &[(&str, &str)] = &[
     ("baseten", ""),
     ("claims", ""),
-    ("config", "from_args"),
-    ("controller", "reconcile_until"),
-    ("controller", "run_elected"),
     ("metrics", "render"),
     ("watch", ""),
 ];
