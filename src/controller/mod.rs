@@ -113,6 +113,17 @@ fn context(config: &Config, clients: &Clients, metrics: Arc<Metrics>) -> anyhow:
     ))
 }
 
+/// Runs `running` to its end after `stop`, or [`DRAIN_LIMIT`] past `stop` at the most.
+async fn drained(running: impl std::future::Future<Output = ()>, stop: Stop) {
+    tokio::select! {
+        () = running => {}
+        () = async {
+            stop.await;
+            tokio::time::sleep(DRAIN_LIMIT).await;
+        } => warn!(limit_seconds = DRAIN_LIMIT.as_secs(), "reconciles still running at the drain limit; stopping without them"),
+    }
+}
+
 /// What the controller reports of one reconcile.
 type Reconciled = Result<
     (ObjectRef<BasetenSecret>, Action),
@@ -181,13 +192,7 @@ async fn reconcile_until(
         .graceful_shutdown_on(stop.clone())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move { log_result(result) });
-    tokio::select! {
-        () = running => {}
-        () = async {
-            stop.await;
-            tokio::time::sleep(DRAIN_LIMIT).await;
-        } => warn!(limit_seconds = DRAIN_LIMIT.as_secs(), "reconciles still running at the drain limit; stopping without them"),
-    }
+    drained(running, stop).await;
     drift.abort();
     if let Some(key_file) = key_file {
         key_file.abort();
