@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::crd::BasetenSecret;
-use crate::metrics::Metrics;
+use crate::metrics::{CONTENT_TYPE, Metrics};
 
 /// What the endpoints report on.
 #[derive(Clone)]
@@ -57,7 +57,7 @@ async fn metrics(State(health): State<Health>) -> impl IntoResponse {
         *reasons.entry(reason).or_default() += 1;
     }
     (
-        [("content-type", "text/plain; version=0.0.4")],
+        [("content-type", CONTENT_TYPE)],
         health
             .metrics
             .render(&reasons, !health.standby.load(Ordering::SeqCst)),
