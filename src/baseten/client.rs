@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::error::{BasetenError, classify, transport};
 use super::limiter::{BASETEN_RATE_LIMIT_PER_SECOND, RATE_WINDOW, RateLimiter, THROTTLED_PAUSE};
 use super::names::escaped_path;
-use super::teams::{TEAMS_REFRESH_MIN, TeamV1, TeamsListed};
+use super::teams::{Cached, TeamCache, TeamV1, find};
 use crate::metrics::Metrics;
 
 /// Baseten's documented base URL.
@@ -78,7 +78,7 @@ pub struct BasetenClient {
     authorization: HeaderValue,
     limiter: Arc<RateLimiter>,
     metrics: Option<Arc<Metrics>>,
-    teams: Arc<std::sync::Mutex<Option<TeamsListed>>>,
+    teams: Arc<TeamCache>,
 }
 
 impl BasetenClient {
@@ -220,34 +220,16 @@ impl BasetenClient {
 
     /// The team `wanted` names (by id or name), or the key's default team when `None`. Teams
     /// are listed once and cached; a name not in the cache lists them again, at most once per
-    /// [`TEAMS_REFRESH_MIN`], so a typo cannot flood Baseten.
+    /// [`TEAMS_REFRESH_MIN`](super::TEAMS_REFRESH_MIN), so a typo cannot flood Baseten.
     pub async fn team(&self, wanted: Option<&str>) -> Result<Option<TeamV1>, BasetenError> {
-        let find = |teams: &[TeamV1]| {
-            teams
-                .iter()
-                .find(|t| match wanted {
-                    Some(w) => t.id == w || t.name == w,
-                    None => t.default,
-                })
-                .cloned()
-        };
-        let fresh_enough = {
-            let cache = self.teams.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((_, teams)) = cache.as_ref()
-                && let Some(team) = find(teams)
-            {
-                return Ok(Some(team));
-            }
-            cache
-                .as_ref()
-                .is_some_and(|(at, _)| at.elapsed() < TEAMS_REFRESH_MIN)
-        };
-        if fresh_enough {
-            return Ok(None);
+        match self.teams.lookup(wanted) {
+            Cached::Found(team) => return Ok(Some(team)),
+            Cached::Missing => return Ok(None),
+            Cached::Stale => {}
         }
         let teams = self.teams().await?;
-        let found = find(&teams);
-        *self.teams.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), teams));
+        let found = find(&teams, wanted);
+        self.teams.store(teams);
         Ok(found)
     }
 
