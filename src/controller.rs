@@ -23,7 +23,7 @@ use crate::credentials::Credentials;
 use crate::metrics::Metrics;
 use crate::reconcile::{error_policy, reconcile};
 use crate::server::{self, Health};
-use crate::watch::{Events, WatchBackoff, merge_namespaces, prune, watch_config};
+use crate::watch::{Events, merge_namespaces, prune, watch_backoff, watch_config};
 
 /// Longest wait for in-flight reconciles after the signal to stop, so the process exits
 /// within the 10 s a rollout or a drain allows, releasing the Lease on the way out.
@@ -259,7 +259,7 @@ async fn reconcile_until(
         .iter()
         .map(|ns| {
             let events: Events = watcher(resources_in(ns), watch_config())
-                .backoff(WatchBackoff::new())
+                .backoff(watch_backoff())
                 .boxed();
             (ns.clone().unwrap_or_default(), events)
         })
@@ -328,7 +328,7 @@ async fn reconcile_until(
             None => Api::all(clients.watches.clone()),
         };
         watcher(secrets, secrets_config.clone())
-            .backoff(WatchBackoff::new())
+            .backoff(watch_backoff())
             .touched_objects()
             .boxed()
     }));
