@@ -234,7 +234,7 @@ mod tests {
 
     #[test]
     fn committed_crd_matches_the_rust_types() {
-        let generated = serde_yaml::to_string(&BasetenSecret::crd()).unwrap();
+        let generated = serde_yaml_ng::to_string(&BasetenSecret::crd()).unwrap();
         let committed = include_str!("../crds/basetensecrets.yaml");
         assert!(
             generated == committed,

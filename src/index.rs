@@ -8,8 +8,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::crd::{BasetenSecret, object_key};
 
-/// An object of a namespace as one string, `namespace/name`: one allocation and 16 bytes
-/// in a map instead of two and 48.
+/// An object of a namespace as one string, `namespace/name`: one allocation per key.
 type Key = Box<str>;
 
 fn key(namespace: &str, name: &str) -> Key {
@@ -27,8 +26,7 @@ fn readers_of(entry: &SecretEntry, namespace: &str) -> Vec<ObjectRef<BasetenSecr
 /// What is known of one Secret that has readers.
 #[derive(Default)]
 struct SecretEntry {
-    /// Names of the BasetenSecrets reading it. Usually one, so a list rather than a set:
-    /// 10 000 one-element sets cost a megabyte more.
+    /// Names of the BasetenSecrets reading it: usually one, so a list, smaller than a set.
     readers: Vec<Box<str>>,
     /// The last resourceVersion the Secret watch delivered (or a read returned first).
     version: Option<Box<str>>,

@@ -9,8 +9,8 @@ use clap::Parser;
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
-/// jemalloc returns freed memory to the system in the background and fragments less than
-/// glibc's malloc under this workload (see the README's benchmark section).
+/// jemalloc: less memory and CPU than glibc's malloc under this workload
+/// (docs/benchmarks.md).
 #[cfg(not(feature = "dhat-heap"))]
 #[global_allocator]
 static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

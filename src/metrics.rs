@@ -78,6 +78,7 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Default for Metrics {
+    // size: one registration per metric, in the documented order, read top to bottom.
     fn default() -> Self {
         let reconciles = Counter::default();
         let reconcile_failures = Family::default();

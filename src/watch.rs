@@ -7,66 +7,45 @@ use std::time::Duration;
 use futures::stream::{self, BoxStream, StreamExt};
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
-use kube::runtime::utils::Backoff;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher::{self, Event, ExponentialBackoff};
 
 use crate::crd::BasetenSecret;
 
-/// How both watches list: the most recent state, in pages of 500. (Listing with the "any"
-/// semantic, as before, left the operator at 142 MiB after 30 000 Secrets and 10 000
-/// resources; paging and the pruning below brought that to 90 MiB, measured together.)
+/// How both watches list: the most recent state, in pages, so a first list of many objects
+/// never sits in memory whole (docs/benchmarks.md).
 pub fn watch_config() -> watcher::Config {
     watcher::Config::default().page_size(WATCH_PAGE_SIZE)
 }
 
-/// First wait before a failed watch tries again; it doubles up to [`WATCH_RETRY_MAX`].
+/// Longest first wait before a failed watch tries again; it doubles up to [`WATCH_RETRY_MAX`].
 const WATCH_RETRY_MIN: Duration = Duration::from_millis(250);
 
-/// Longest wait between tries of a failed watch. kube's default (30 s) left changes unseen
-/// for most of a minute after a kube-apiserver restart; a relist every 5 s at worst costs
-/// the apiserver little.
+/// Longest wait between tries of a failed watch: short, so changes are seen soon after a
+/// kube-apiserver restart; a relist every 5 s at worst costs the apiserver little.
 const WATCH_RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// Retry delays of a failed watch: exponential with jitter, reset by the next event.
-pub struct WatchBackoff {
-    next: Duration,
-}
-
-impl WatchBackoff {
-    /// Starts at the shortest wait.
-    pub fn new() -> Self {
-        Self {
-            next: WATCH_RETRY_MIN,
-        }
-    }
-}
-
-impl Iterator for WatchBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let delay = self.next.mul_f64(rand::random_range(0.5..=1.0));
-        self.next = (self.next * 2).min(WATCH_RETRY_MAX);
-        Some(delay)
-    }
-}
-
-impl Backoff for WatchBackoff {
-    fn reset(&mut self) {
-        self.next = WATCH_RETRY_MIN;
-    }
+/// Retry delays of a failed watch: exponential with jitter, the first at most
+/// [`WATCH_RETRY_MIN`], doubling to at most [`WATCH_RETRY_MAX`]; kube's stream backoff resets
+/// it on the next event.
+pub fn watch_backoff() -> ExponentialBackoff {
+    // backon's jitter adds up to the delay again (d becomes a wait in [d, 2d)), so half the
+    // bounds give waits in [min/2, min] at first and [max/2, max] at the ceiling.
+    backon::ExponentialBuilder::default()
+        .with_min_delay(WATCH_RETRY_MIN / 2)
+        .with_max_delay(WATCH_RETRY_MAX / 2)
+        .with_factor(2.0)
+        .with_jitter()
+        // backon gives up after three tries unless told otherwise; a watch never gives up.
+        .without_max_times()
+        .into()
 }
 
 /// Objects per page of a watch's initial list.
 const WATCH_PAGE_SIZE: u32 = 500;
 
-/// Drops what reconciles never read before an object enters the cache, and frees what
-/// `clear()` would keep: the field managers (a list of about 200-byte entries with room for
-/// four), the resourceVersion (kept twice: in the object and in the cache's key; the watch
-/// has read it before this runs, and no write here is conditional on it), labels, owner
-/// references, annotations other than this operator's (a one-entry B-tree allocates room
-/// for eleven), and the spare room of the conditions list. Together that is about a
-/// kilobyte per resource.
+/// Drops what reconciles never read before an object enters the cache: field managers, the
+/// resourceVersion (the watch has read it, and no write is conditional on it), labels,
+/// owner references, other annotations than this operator's, and spare list capacity.
 pub fn prune(object: &mut BasetenSecret) {
     let meta = &mut object.metadata;
     meta.managed_fields = None;
@@ -89,12 +68,6 @@ pub fn prune(object: &mut BasetenSecret) {
 
 /// Prefix of the annotations this operator reads.
 const ANNOTATION_PREFIX: &str = "baseten.co/";
-
-impl Default for WatchBackoff {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 /// One watch stream of resources.
 pub type Events = BoxStream<'static, watcher::Result<Event<BasetenSecret>>>;
@@ -296,6 +269,24 @@ mod tests {
         let mut names: Vec<String> = store.state().iter().map(|o| o.name_any()).collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn watch_retries_double_to_the_ceiling_and_start_over_after_an_event() {
+        use kube::runtime::utils::Backoff;
+        let mut backoff = watch_backoff();
+        let ceilings = [250, 500, 1000, 2000, 4000, 5000, 5000, 5000].map(Duration::from_millis);
+        for _ in 0..2 {
+            for ceiling in ceilings {
+                let wait = backoff.next().unwrap();
+                assert!(
+                    wait >= ceiling / 2 && wait <= ceiling,
+                    "{wait:?} is not within {:?}..={ceiling:?}",
+                    ceiling / 2
+                );
+            }
+            backoff.reset();
+        }
     }
 
     #[tokio::test]

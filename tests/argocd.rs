@@ -214,7 +214,7 @@ async fn the_health_script_judges_every_ready_reason_as_argo_cd_should() {
 #[test]
 fn the_argocd_cm_patch_carries_the_script_unchanged() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let patch: serde_yaml::Value = serde_yaml::from_str(
+    let patch: serde_yaml_ng::Value = serde_yaml_ng::from_str(
         &std::fs::read_to_string(root.join("deploy/argocd/argocd-cm-patch.yaml")).unwrap(),
     )
     .unwrap();

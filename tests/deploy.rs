@@ -71,15 +71,15 @@ fn apply_overlay(overlay: &str) {
 }
 
 /// The objects an overlay installs, rendered by kubectl's kustomize.
-fn rendered(overlay: &str) -> Vec<serde_yaml::Value> {
+fn rendered(overlay: &str) -> Vec<serde_yaml_ng::Value> {
     let rendered = kubectl(&["kustomize", &format!("deploy/{overlay}")]);
-    serde_yaml::Deserializer::from_str(&rendered)
-        .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
+    serde_yaml_ng::Deserializer::from_str(&rendered)
+        .map(|doc| serde_yaml_ng::Value::deserialize(doc).unwrap())
         .collect()
 }
 
 /// The overlay's Deployment.
-fn deployment(overlay: &str) -> serde_yaml::Value {
+fn deployment(overlay: &str) -> serde_yaml_ng::Value {
     rendered(overlay)
         .into_iter()
         .find(|doc| doc["kind"] == "Deployment")
@@ -104,7 +104,7 @@ async fn service_account_kubeconfig(client: &kube::Client, dir: &Path) -> PathBu
     let path = dir.join("deployed.kubeconfig");
     std::fs::write(
         &path,
-        serde_yaml::to_string(&common::kubeconfig_with_token(&token)).unwrap(),
+        serde_yaml_ng::to_string(&common::kubeconfig_with_token(&token)).unwrap(),
     )
     .unwrap();
     path
@@ -398,10 +398,10 @@ async fn ha_elects_one_writer_fails_over_hands_over_cleanly_and_stops_when_the_l
 
 /// The rules of the first `kind` object in a manifest.
 fn rules_of(manifest: &str, kind: &str) -> Vec<PolicyRule> {
-    serde_yaml::Deserializer::from_str(manifest)
-        .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
+    serde_yaml_ng::Deserializer::from_str(manifest)
+        .map(|doc| serde_yaml_ng::Value::deserialize(doc).unwrap())
         .find(|doc| doc["kind"] == kind)
-        .map(|doc| serde_yaml::from_value(doc["rules"].clone()).unwrap())
+        .map(|doc| serde_yaml_ng::from_value(doc["rules"].clone()).unwrap())
         .unwrap()
 }
 
@@ -494,7 +494,7 @@ async fn with_rules(
     }
     std::fs::write(
         &deployed.kubeconfig,
-        serde_yaml::to_string(&common::kubeconfig_with_token(&token)).unwrap(),
+        serde_yaml_ng::to_string(&common::kubeconfig_with_token(&token)).unwrap(),
     )
     .unwrap();
     h.start_operator();
@@ -625,7 +625,7 @@ fn every_overlay_runs_a_hardened_pod_with_probes_and_the_key_as_a_file() {
         );
         assert_eq!(
             security["capabilities"]["drop"],
-            serde_yaml::to_value(["ALL"]).unwrap(),
+            serde_yaml_ng::to_value(["ALL"]).unwrap(),
             "{}",
             problem("capabilities")
         );
@@ -653,7 +653,7 @@ fn every_overlay_runs_a_hardened_pod_with_probes_and_the_key_as_a_file() {
             problem("readiness")
         );
         // The key is a file from a Secret volume, never an environment variable.
-        let args = serde_yaml::to_string(&container["args"]).unwrap();
+        let args = serde_yaml_ng::to_string(&container["args"]).unwrap();
         assert!(
             args.contains("--api-key-file=/var/run/baseten/api-key"),
             "{}",
@@ -668,7 +668,7 @@ fn every_overlay_runs_a_hardened_pod_with_probes_and_the_key_as_a_file() {
             "{}",
             problem("key volume")
         );
-        let env = serde_yaml::to_string(&container["env"]).unwrap();
+        let env = serde_yaml_ng::to_string(&container["env"]).unwrap();
         assert!(
             !env.contains("BASETEN_API_KEY"),
             "{}",
@@ -697,7 +697,7 @@ fn every_overlay_runs_a_hardened_pod_with_probes_and_the_key_as_a_file() {
     // Only the ha overlay may touch Leases, and only in the operator's namespace.
     for overlay in ["base", "overlays/namespaced", "overlays/ha"] {
         for doc in rendered(overlay) {
-            let grants_leases = serde_yaml::to_string(&doc["rules"])
+            let grants_leases = serde_yaml_ng::to_string(&doc["rules"])
                 .unwrap()
                 .contains("leases");
             if grants_leases {

@@ -5,6 +5,6 @@ use baseten_secrets_operator::BasetenSecret;
 use kube::CustomResourceExt;
 
 fn main() -> anyhow::Result<()> {
-    print!("{}", serde_yaml::to_string(&BasetenSecret::crd())?);
+    print!("{}", serde_yaml_ng::to_string(&BasetenSecret::crd())?);
     Ok(())
 }

@@ -18,7 +18,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use crate::context::Context;
 use crate::crd::BasetenSecret;
 use crate::selector::SecretSelector;
-use crate::watch::{Events, WatchBackoff, merge_namespaces, prune, watch_config};
+use crate::watch::{Events, merge_namespaces, prune, watch_backoff, watch_config};
 
 /// The namespaces to watch: `None` for all of them.
 pub type Namespaces = Vec<Option<String>>;
@@ -80,7 +80,7 @@ pub fn resources(
         .iter()
         .map(|namespace| {
             let events: Events = watcher(api_in(client, namespace), watch_config())
-                .backoff(WatchBackoff::new())
+                .backoff(watch_backoff())
                 .boxed();
             (namespace.clone().unwrap_or_default(), events)
         })
@@ -115,7 +115,7 @@ pub fn secrets(
     stream::select_all(namespaces.iter().map(|namespace| {
         let secrets: Api<PartialObjectMeta<Secret>> = api_in(client, namespace);
         watcher(secrets, config.clone())
-            .backoff(WatchBackoff::new())
+            .backoff(watch_backoff())
             .touched_objects()
             .boxed()
     }))

@@ -72,7 +72,7 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 /// name for TLS; returns the relay.
 async fn relay_kubeconfig(path: &std::path::Path) -> super::proxy::DeadConnectionProxy {
     let mut kubeconfig: kube::config::Kubeconfig =
-        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let cluster = kubeconfig.clusters[0].cluster.as_mut().unwrap();
     let server = cluster.server.as_deref().unwrap();
     let authority = server
@@ -90,7 +90,7 @@ async fn relay_kubeconfig(path: &std::path::Path) -> super::proxy::DeadConnectio
         cluster.tls_server_name = Some(host);
     }
     cluster.server = Some(format!("https://{}", proxy.addr));
-    std::fs::write(path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    std::fs::write(path, serde_yaml_ng::to_string(&kubeconfig).unwrap()).unwrap();
     proxy
 }
 
@@ -113,7 +113,7 @@ pub async fn least_privilege_kubeconfig(client: &Client, path: &std::path::Path)
     .unwrap();
     let token = super::service_account_token(client, OPERATOR_NAMESPACE, OPERATOR_NAMESPACE).await;
     let kubeconfig = super::kubeconfig_with_token(&token);
-    std::fs::write(path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    std::fs::write(path, serde_yaml_ng::to_string(&kubeconfig).unwrap()).unwrap();
 }
 
 /// Options for the operator process.

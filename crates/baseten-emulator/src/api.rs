@@ -165,25 +165,12 @@ fn route(method: &Method, path: &str) -> Result<(Endpoint, &'static str), NoRout
     }
 }
 
+/// A path segment with its percent-escapes decoded; an escape that is not two hex digits
+/// stays as written, and bytes that are not UTF-8 become U+FFFD.
 fn percent_decode(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(byte) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn secret_json(secret: &Secret, team: &Team) -> Value {

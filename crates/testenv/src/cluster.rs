@@ -35,7 +35,7 @@ pub async fn apply_yaml(client: &kube::Client, yaml: &str, namespace: &str) -> R
     use serde::Deserialize;
     let discovery = Discovery::new(client.clone()).run().await?;
     let apply = PatchParams::apply(FIELD_MANAGER).force();
-    for document in serde_yaml::Deserializer::from_str(yaml) {
+    for document in serde_yaml_ng::Deserializer::from_str(yaml) {
         let object = DynamicObject::deserialize(document)?;
         let types = object.types.clone().context("a document without a kind")?;
         let gvk = kube::api::GroupVersionKind::try_from(&types)?;

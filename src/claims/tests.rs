@@ -1,0 +1,112 @@
+//! Claims followed through watch events: winners, takeovers, relists.
+
+use super::*;
+use crate::crd::{BasetenSecretSpec, BasetenSecretStatus, SecretKeyRef};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+fn object(ns: &str, name: &str, created: i64, baseten_name: &str) -> BasetenSecret {
+    let mut object = BasetenSecret::new(
+        name,
+        BasetenSecretSpec {
+            secret_ref: SecretKeyRef {
+                name: "creds".into(),
+                key: "token".into(),
+            },
+            baseten_name: Some(baseten_name.into()),
+            suspend: false,
+            team: None,
+            api_key_ref: None,
+            deletion_policy: Default::default(),
+            update_policy: Default::default(),
+            refresh_interval: None,
+        },
+    );
+    object.metadata.namespace = Some(ns.into());
+    object.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created).unwrap()));
+    object
+}
+
+fn names(refs: Vec<ObjectRef<BasetenSecret>>) -> Vec<String> {
+    refs.into_iter()
+        .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+        .collect()
+}
+
+fn apply(claims: &Claims, o: &BasetenSecret) -> Vec<String> {
+    names(claims.observe(&watcher::Event::Apply(o.clone())))
+}
+
+#[test]
+fn the_oldest_wins_and_the_next_takes_over_when_it_goes() {
+    let claims = Claims::default();
+    let old = object("b", "old", 100, "hf_token");
+    let young = object("a", "young", 200, "hf-token");
+    let same_age = object("a", "twin", 100, "hf.token");
+    let target = Target::named("hf_token");
+    assert_eq!(apply(&claims, &young), ["a/young"]);
+    assert_eq!(apply(&claims, &old), ["a/young", "b/old"]);
+    assert_eq!(claims.winner(&target).unwrap().name(), "old");
+    // Same second: namespace, then name, decides.
+    assert_eq!(apply(&claims, &same_age), ["a/twin", "a/young", "b/old"]);
+    assert_eq!(claims.winner(&target).unwrap().name(), "twin");
+    // A loser changing nothing that matters requeues nobody.
+    assert!(apply(&claims, &young).is_empty());
+
+    // The winner moves to another name: the next in line takes over.
+    let moved = object("a", "twin", 100, "other");
+    assert_eq!(apply(&claims, &moved), ["a/twin", "a/young", "b/old"]);
+    assert_eq!(claims.winner(&target).unwrap().name(), "old");
+    // The winner is deleted.
+    let requeued = names(claims.observe(&watcher::Event::Delete(old.clone())));
+    assert_eq!(requeued, ["a/young"]);
+    assert_eq!(claims.winner(&target).unwrap().name(), "young");
+    assert_eq!(
+        claims.winner(&Target::named("HF_TOKEN")),
+        None,
+        "case counts"
+    );
+}
+
+#[test]
+fn a_resource_being_deleted_wants_nothing_but_holds_what_it_wrote() {
+    let claims = Claims::default();
+    let mut leaving = object("ml", "leaving", 1, "shared");
+    leaving.status = Some(BasetenSecretStatus {
+        baseten_name: Some("shared".into()),
+        synced_hash: Some("h".into()),
+        ..Default::default()
+    });
+    let waiting = object("ml", "waiting", 2, "shared");
+    apply(&claims, &leaving);
+    apply(&claims, &waiting);
+    let target = Target::named("shared");
+    let me = Claimant::of(&leaving);
+    assert_eq!(
+        claims.other_claimant(&target, &me).unwrap().name(),
+        "waiting"
+    );
+
+    leaving.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(5).unwrap()));
+    assert_eq!(apply(&claims, &leaving), ["ml/waiting"]);
+    assert_eq!(claims.winner(&target).unwrap().name(), "waiting");
+    let them = Claimant::of(&waiting);
+    assert_eq!(
+        claims.other_claimant(&target, &them).unwrap().name(),
+        "leaving",
+        "what it wrote stays held until it is gone"
+    );
+}
+
+#[test]
+fn a_relist_forgets_resources_deleted_while_the_watch_was_down() {
+    let claims = Claims::default();
+    let a = object("ml", "a", 1, "x");
+    let b = object("ml", "b", 2, "x");
+    apply(&claims, &a);
+    apply(&claims, &b);
+    assert!(claims.observe(&watcher::Event::Init).is_empty());
+    claims.observe(&watcher::Event::InitApply(b.clone()));
+    assert_eq!(names(claims.observe(&watcher::Event::InitDone)), ["ml/b"]);
+    assert_eq!(claims.winner(&Target::named("x")).unwrap().name(), "b");
+    assert_eq!(claims.len(), 1);
+}
