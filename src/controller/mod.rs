@@ -14,7 +14,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, controller, reflector};
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, LeaderElection};
 use crate::context::Context;
 use crate::crd::BasetenSecret;
 use crate::credentials::{Credentials, follow_key_file};
@@ -86,17 +86,26 @@ pub async fn run(
     let server = tokio::spawn(server::serve(listener, health.clone()));
     let outcome = match config.leader_election.clone() {
         None => reconcile_until(config, clients, health, writer, shutdown).await,
-        Some(election) => {
-            let timeout =
-                (config.kube_timeout).min(Duration::from_secs(leader::grace_seconds(&election)));
-            let lease_client = calls_within(&clients.config, timeout)?;
-            let standby = health.standby.clone();
-            let work = reconcile_until(config, clients, health, writer, shutdown.clone());
-            leader::run_elected(&election, lease_client, &standby, shutdown, work).await
-        }
+        Some(election) => elected(&election, config, clients, health, writer, shutdown).await,
     };
     server.abort();
     outcome
+}
+
+/// The controller under leader election; the Lease's calls give up within its renewal grace.
+async fn elected(
+    election: &LeaderElection,
+    config: Config,
+    clients: Clients,
+    health: Health,
+    writer: reflector::store::Writer<BasetenSecret>,
+    shutdown: Stop,
+) -> anyhow::Result<()> {
+    let grace = Duration::from_secs(leader::grace_seconds(election));
+    let lease_client = calls_within(&clients.config, config.kube_timeout.min(grace))?;
+    let standby = health.standby.clone();
+    let work = reconcile_until(config, clients, health, writer, shutdown.clone());
+    leader::run_elected(election, lease_client, &standby, shutdown, work).await
 }
 
 /// The dependencies of every reconcile; Baseten requests are counted in `metrics`.

@@ -2,7 +2,7 @@
 //! Baseten calls of a reconcile, in order, each step checking its own precondition.
 
 use secrecy::SecretString;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::plan::{Acted, Write, moved};
 use crate::baseten::{BasetenError, Deleted, SecretV1, TeamV1, normalised_name};
@@ -31,6 +31,7 @@ pub async fn write(
         if write.unless_exists
             && let Some(found) = find(api_key, team.as_ref(), &write.baseten_name).await?
         {
+            debug!("IfNotExists: the name exists in Baseten and was not written here");
             return Ok(Acted::Exists(found));
         }
         let team_id = team.as_ref().map(|t| t.id.as_str());

@@ -2,6 +2,7 @@
 //! plan the write, make it, and record how it ended.
 
 use kube::runtime::controller::Action;
+use tracing::debug;
 
 use super::act;
 use super::gather::{read, seen};
@@ -20,8 +21,13 @@ pub async fn apply(
 ) -> Result<Action> {
     let seen = seen(object, ctx, namespace, name);
     let current = &seen.recall.status;
-    if let Next::Done(step) = plan::first(object, &seen) {
-        return finish(object, ctx, current, namespace, step).await;
+    match plan::first(object, &seen) {
+        Next::Read => {}
+        Next::Done(step) => return finish(object, ctx, current, namespace, step).await,
+        Next::Unchanged(step) => {
+            debug!("nothing changed since the last read");
+            return finish(object, ctx, current, namespace, step).await;
+        }
     }
     let readable = match read(object, ctx, namespace).await? {
         Ok(readable) => readable,
@@ -30,9 +36,18 @@ pub async fn apply(
             return finish(object, ctx, current, namespace, step).await;
         }
     };
-    let write = match plan::write(object, &seen, &readable) {
-        Planned::Done(step) => return finish(object, ctx, current, namespace, step).await,
+    let planned = plan::write(object, &seen, &readable);
+    // Tests count this line: one per read of the value, logged before any Baseten call.
+    debug!(decision = ?planned.decision(), "decided");
+    let write = match planned {
         Planned::Write(write) => write,
+        Planned::UpToDate(step) => return finish(object, ctx, current, namespace, step).await,
+        Planned::Waiting(_, step) => {
+            // Our own status write re-triggers a reconcile; the same failed write waits for
+            // its retry time instead of hammering Baseten.
+            debug!("write waits for its retry time");
+            return finish(object, ctx, current, namespace, step).await;
+        }
     };
     let acted = act::write(&write, object, ctx, &readable.api_key, &readable.value).await;
     let step = plan::conclude(object, &seen, &readable, write, acted);

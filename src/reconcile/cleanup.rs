@@ -77,9 +77,7 @@ fn removal(object: &BasetenSecret, recall: &Recall) -> Removal {
         return Removal::Keep("deletionPolicy is Retain: the Baseten secret stays");
     }
     if skips_remote_delete(object) {
-        return Removal::Keep(
-            "released without deleting the Baseten secret (baseten.co/skip-remote-delete)",
-        );
+        return Removal::Keep("released without deleting the Baseten secret");
     }
     let status = &recall.status;
     let Some(written) = status

@@ -30,6 +30,8 @@ pub const TEAM_NOT_FOUND_RETRY: Duration = Duration::from_secs(300);
 pub enum Next {
     /// Nothing to read: the reconcile ends with this step.
     Done(Step),
+    /// The inputs are as the last reconcile that found Baseten up to date read them.
+    Unchanged(Step),
     /// Read the API key and the value, then plan the write.
     Read,
 }
@@ -52,7 +54,7 @@ pub fn first(object: &BasetenSecret, seen: &Seen) -> Next {
     let unchanged = recall.settled.is_some() && recall.settled == seen.inputs.seen_fingerprint();
     if unchanged && recall.memory.drift.is_none() {
         // Typically the echo of our own status write: the Secret is as last read.
-        return Next::Done(Step::nothing(base(recall)));
+        return Next::Unchanged(Step::nothing(base(recall)));
     }
     Next::Read
 }
@@ -101,10 +103,23 @@ pub struct Previous {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Planned {
-    /// No write: the reconcile ends with this step.
-    Done(Step),
+    /// Baseten holds the name and value already.
+    UpToDate(Step),
+    /// The same write failed recently and waits for its retry time.
+    Waiting(Decision, Step),
     /// Make this write.
     Write(Write),
+}
+
+impl Planned {
+    /// Why Baseten needs a write, or that it does not.
+    pub fn decision(&self) -> Decision {
+        match self {
+            Self::UpToDate(_) => Decision::UpToDate,
+            Self::Waiting(decision, _) => *decision,
+            Self::Write(write) => write.decision,
+        }
+    }
 }
 
 /// Decides whether Baseten needs the value, minding the retry time of a recent failure of
@@ -125,7 +140,7 @@ pub fn write(object: &BasetenSecret, seen: &Seen, read: &Readable) -> Planned {
     };
     if decision == Decision::UpToDate {
         let settled = read.version.as_deref().map(|v| seen.inputs.fingerprint(v));
-        return Planned::Done(Step {
+        return Planned::UpToDate(Step {
             skipped_write: true,
             ..Step::record(synced(object, &baseten_name), concluded(recall, settled))
         });
@@ -140,9 +155,8 @@ pub fn write(object: &BasetenSecret, seen: &Seen, read: &Readable) -> Planned {
         .map(|retry| retry.left_at(seen.now))
         .filter(|left| !left.is_zero());
     if let Some(left) = waiting {
-        // Our own status write re-triggers a reconcile; the same failed write waits for its
-        // retry time instead of hammering Baseten.
-        return Planned::Done(Step::nothing(base(recall)).then(Then::Requeue(left)));
+        let step = Step::nothing(base(recall)).then(Then::Requeue(left));
+        return Planned::Waiting(decision, step);
     }
     Planned::Write(Write {
         decision,

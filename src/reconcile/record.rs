@@ -50,10 +50,11 @@ pub async fn finish(
             }
         }
     }
+    // Remembered before the drift event goes out, so that drift found meanwhile stays.
+    ctx.memories.change(object, change);
     if let Some(note) = &note {
         announce(object, ctx, namespace, note).await;
     }
-    ctx.memories.change(object, change);
     match then {
         Then::AwaitChange => Ok(Action::await_change()),
         Then::Requeue(delay) => Ok(Action::requeue(delay)),

@@ -91,21 +91,28 @@ fn recall_with(status: BasetenSecretStatus) -> Recall {
 fn done(next: Next) -> Step {
     match next {
         Next::Done(step) => step,
-        Next::Read => panic!("expected the reconcile to end before reading"),
+        other => panic!("expected the reconcile to end before reading, got {other:?}"),
     }
 }
 
 fn planned_write(planned: Planned) -> Write {
     match planned {
         Planned::Write(write) => write,
-        Planned::Done(step) => panic!("expected a write, got {step:?}"),
+        other => panic!("expected a write, got {other:?}"),
     }
 }
 
-fn planned_done(planned: Planned) -> Step {
+fn up_to_date(planned: Planned) -> Step {
     match planned {
-        Planned::Done(step) => step,
-        Planned::Write(write) => panic!("expected no write, got {write:?}"),
+        Planned::UpToDate(step) => step,
+        other => panic!("expected no write, got {other:?}"),
+    }
+}
+
+fn waits(planned: Planned) -> (Decision, Step) {
+    match planned {
+        Planned::Waiting(decision, step) => (decision, step),
+        other => panic!("expected a wait, got {other:?}"),
     }
 }
 
@@ -143,7 +150,9 @@ fn unchanged_inputs_end_the_reconcile_without_a_read_unless_drift_was_found() {
     let mut seen = seen(Recall::default());
     seen.recall.settled = seen.inputs.seen_fingerprint();
     seen.recall.caught_up = true;
-    let step = done(first(&object(), &seen));
+    let Next::Unchanged(step) = first(&object(), &seen) else {
+        panic!("expected unchanged inputs");
+    };
     assert!(step.outcome.is_none() && step.note.is_none());
     assert_eq!(
         step.change.written_status,
@@ -182,7 +191,7 @@ fn an_unusable_key_or_value_is_the_users_to_fix() {
 #[test]
 fn the_same_name_and_value_are_not_written_again() {
     let seen = seen(recall_with(written("hf_token", "v1")));
-    let step = planned_done(write(&object(), &seen, &readable("v1")));
+    let step = up_to_date(write(&object(), &seen, &readable("v1")));
     assert!(step.skipped_write);
     assert_eq!(reason(&step), Reason::Synced);
     assert_eq!(
@@ -284,7 +293,8 @@ fn a_failed_write_waits_for_its_retry_time_and_a_new_write_does_not() {
         attempt: first_try.attempt.clone(),
         failures: 1,
     }));
-    let step = planned_done(write(&object(), &waiting, &readable("v1")));
+    let (decision, step) = waits(write(&object(), &waiting, &readable("v1")));
+    assert_eq!(decision, Decision::FirstWrite);
     assert!(step.outcome.is_none());
     assert!(matches!(step.then, Then::Requeue(left) if left == Duration::from_secs(30)));
     let other = planned_write(write(&object(), &waiting, &readable("v2")));
