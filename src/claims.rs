@@ -16,7 +16,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use crate::baseten::normalised_name;
-use crate::crd::{BasetenSecret, object_key};
+use crate::crd::{
+    BasetenSecret, CLEANUP_FINALIZER, DeletionPolicy, SKIP_REMOTE_DELETE_ANNOTATION, object_key,
+};
 
 /// The API key whose secrets a resource writes, as the claims tell keys apart.
 pub const OPERATOR_KEY: &str = "operator";
@@ -68,22 +70,56 @@ impl Target {
     }
 }
 
-/// A resource in the order that decides conflicts: oldest first, then `namespace/name`.
+/// A resource in the order that decides conflicts: one deleting the secret first, then the
+/// oldest, then `namespace/name`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Claimant {
+    /// Whether it is going away and deletes the secret in Baseten first. Until that delete
+    /// is done nobody else may write the name, or the delete would remove their value.
+    pub standing: Standing,
     /// The resource's creationTimestamp.
     pub created: Option<Timestamp>,
     /// `namespace/name`, also the key of its entry (one string for both).
     id: Key,
 }
 
+/// How a claimant ranks before age is looked at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Standing {
+    /// Being deleted, and deleting the secret it wrote: it goes first.
+    Deleting,
+    /// Any other.
+    Writing,
+}
+
+/// Whether `object` is being deleted and will delete what it wrote in Baseten.
+fn deletes_on_cleanup(object: &BasetenSecret) -> bool {
+    object.metadata.deletion_timestamp.is_some()
+        && object.spec.deletion_policy == DeletionPolicy::Delete
+        && object.finalizers().iter().any(|f| f == CLEANUP_FINALIZER)
+        && !object
+            .annotations()
+            .get(SKIP_REMOTE_DELETE_ANNOTATION)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
 impl Claimant {
     /// The claimant `object` is.
     pub fn of(object: &BasetenSecret) -> Self {
         Self {
+            standing: if deletes_on_cleanup(object) {
+                Standing::Deleting
+            } else {
+                Standing::Writing
+            },
             created: object.metadata.creation_timestamp.as_ref().map(|t| t.0),
             id: key(object),
         }
+    }
+
+    /// Whether it is deleting the secret before it goes.
+    pub fn is_deleting(&self) -> bool {
+        self.standing == Standing::Deleting
     }
 
     /// Its namespace.
@@ -113,7 +149,7 @@ impl std::fmt::Display for Claimant {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Entry {
     claimant: Arc<Claimant>,
-    /// The secret it is to write; none while it is being deleted.
+    /// The secret it is to write; while it is being deleted, the one it deletes, if any.
     wants: Option<Target>,
     /// The secret it last wrote, from its status.
     holds: Option<Target>,
@@ -125,6 +161,7 @@ impl Entry {
         let wrote = status
             .filter(|s| s.synced_hash.is_some())
             .and_then(|s| s.baseten_name.as_deref());
+        let claimant = Arc::new(Claimant::of(object));
         let wants = object
             .metadata
             .deletion_timestamp
@@ -138,8 +175,13 @@ impl Entry {
                 _ => held,
             }
         });
+        // A resource deleting its secret claims it until the delete is done.
+        let wants = match claimant.standing {
+            Standing::Deleting => holds.clone(),
+            Standing::Writing => wants,
+        };
         Self {
-            claimant: Arc::new(Claimant::of(object)),
+            claimant,
             wants,
             holds,
         }

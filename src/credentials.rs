@@ -22,7 +22,7 @@ use crate::crd::{BasetenSecret, SecretKeyRef};
 use crate::error::Result;
 use crate::hash::HashKey;
 use crate::index::SecretIndex;
-use crate::secrets::{Unusable, extract_value, get_secret, not_allowed};
+use crate::secrets::{Unusable, extract_value, get_secret, not_allowed, wipe};
 use crate::selector::SecretSelector;
 use crate::status::Reason;
 
@@ -176,6 +176,12 @@ impl Credentials {
         Ok(Ok(key))
     }
 
+    /// Drops the keys read from Secret `secret` of `namespace`, which no resource reads any
+    /// more; their clients and limiters go with the last resource using them.
+    pub fn forget_secret(&self, namespace: &str, secret: &str) {
+        lock(&self.from_secrets).retain(|(ns, name, _), _| !(ns == namespace && name == secret));
+    }
+
     /// The key a drift check of `object` uses: the operator's, or the cached one of its
     /// `apiKeyRef` (`None` until a reconcile has read it).
     pub fn cached_for(&self, object: &BasetenSecret) -> Option<Arc<ApiKey>> {
@@ -213,7 +219,9 @@ async fn read_key(
         return Ok(Some(Err(refused)));
     }
     let unusable = |message: String| Ok(Some(Err((Reason::ApiKeyNotFound, message))));
-    match extract_value(&secret, key_ref, namespace) {
+    let extracted = extract_value(&secret, key_ref, namespace);
+    wipe(secret);
+    match extracted {
         Ok(key) if !key.expose_secret().trim().is_empty() => Ok(Some(Ok((
             version,
             SecretString::from(key.expose_secret().trim().to_string()),

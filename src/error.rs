@@ -46,6 +46,7 @@ impl Error {
             Self::Baseten(BasetenError::Transport(_)) => "baseten_transport",
             Self::Baseten(BasetenError::Unauthorized { .. }) => "baseten_unauthorized",
             Self::Baseten(BasetenError::Rejected { .. }) => "baseten_rejected",
+            Self::Baseten(BasetenError::TeamNotFound(_)) => "baseten_team_not_found",
             Self::MissingObjectKey(_) => "missing_object_key",
         }
     }

@@ -15,6 +15,11 @@ fn key(namespace: &str, name: &str) -> Key {
     object_key(namespace, name).into_boxed_str()
 }
 
+/// The namespace and name of a key.
+fn split(key: &str) -> Option<(&str, &str)> {
+    key.split_once('/')
+}
+
 fn readers_of(entry: &SecretEntry, namespace: &str) -> Vec<ObjectRef<BasetenSecret>> {
     entry
         .readers
@@ -48,16 +53,29 @@ struct Maps {
 }
 
 impl Maps {
-    fn drop_reader(&mut self, namespace: &str, secret: &str, name: &str) {
+    /// Drops `name` from the readers of `secret`; says whether nobody reads it now.
+    fn drop_reader(&mut self, namespace: &str, secret: &str, name: &str) -> bool {
         let key = key(namespace, secret);
-        if let Some(entry) = self.secrets.get_mut(&key) {
-            entry.readers.retain(|reader| reader.as_ref() != name);
-            if entry.readers.is_empty() {
-                self.secrets.remove(&key);
-            } else {
-                entry.readers.shrink_to_fit();
-            }
+        let Some(entry) = self.secrets.get_mut(&key) else {
+            return false;
+        };
+        entry.readers.retain(|reader| reader.as_ref() != name);
+        if entry.readers.is_empty() {
+            self.secrets.remove(&key);
+            return true;
         }
+        entry.readers.shrink_to_fit();
+        false
+    }
+
+    /// Forgets a BasetenSecret; returns the Secrets nobody reads now.
+    fn forget(&mut self, namespace: &str, name: &str) -> Vec<Box<str>> {
+        let secrets = (self.resources.remove(&key(namespace, name)))
+            .map(|entry| entry.secrets)
+            .unwrap_or_default();
+        (secrets.into_vec().into_iter())
+            .filter(|secret| self.drop_reader(namespace, secret, name))
+            .collect()
     }
 }
 
@@ -72,7 +90,8 @@ impl SecretIndex {
 
     /// Records that BasetenSecret `name` in `namespace` reads the Secrets `secrets` (its
     /// value's, and its API key's with apiKeyRef).
-    pub fn register(&self, namespace: &str, name: &str, secrets: &[&str]) {
+    /// Returns the Secrets nobody reads now.
+    pub fn register(&self, namespace: &str, name: &str, secrets: &[&str]) -> Vec<Box<str>> {
         let mut maps = self.maps();
         let resource = key(namespace, name);
         let previous: Box<[Box<str>]> = match maps.resources.get(&resource) {
@@ -83,16 +102,17 @@ impl SecretIndex {
                     .map(AsRef::as_ref)
                     .eq(secrets.iter().copied()) =>
             {
-                return;
+                return Vec::new();
             }
             Some(entry) => entry.secrets.clone(),
             None => Box::default(),
         };
         let now_read = |secret: &str| secrets.contains(&secret);
         let read_before = |secret: &str| previous.iter().any(|old| old.as_ref() == secret);
-        for old in previous.iter().filter(|old| !now_read(old)) {
-            maps.drop_reader(namespace, old, name);
-        }
+        let orphans: Vec<Box<str>> = (previous.iter())
+            .filter(|old| !now_read(old) && maps.drop_reader(namespace, old, name))
+            .cloned()
+            .collect();
         for secret in secrets.iter().filter(|secret| !read_before(secret)) {
             let entry = maps.secrets.entry(key(namespace, secret)).or_default();
             if !entry.readers.iter().any(|reader| reader.as_ref() == name) {
@@ -102,19 +122,30 @@ impl SecretIndex {
         }
         maps.resources.entry(resource).or_default().secrets =
             secrets.iter().map(|s| Box::from(*s)).collect();
+        orphans
     }
 
-    /// Forgets BasetenSecret `name` in `namespace`.
-    pub fn forget(&self, namespace: &str, name: &str) {
+    /// Forgets BasetenSecret `name` in `namespace`; returns the Secrets nobody reads now.
+    pub fn forget(&self, namespace: &str, name: &str) -> Vec<Box<str>> {
+        self.maps().forget(namespace, name)
+    }
+
+    /// Forgets every BasetenSecret for which `alive(namespace, name)` is false (after the
+    /// watch listed again); returns the Secrets nobody reads now, as (namespace, name).
+    pub fn retain(&self, alive: impl Fn(&str, &str) -> bool) -> Vec<(String, Box<str>)> {
         let mut maps = self.maps();
-        for secret in maps
-            .resources
-            .remove(&key(namespace, name))
-            .map(|entry| entry.secrets)
-            .unwrap_or_default()
-        {
-            maps.drop_reader(namespace, &secret, name);
+        let dead: Vec<Key> = (maps.resources.keys())
+            .filter(|key| !split(key).is_some_and(|(ns, name)| alive(ns, name)))
+            .cloned()
+            .collect();
+        let mut orphans = Vec::new();
+        for key in dead {
+            if let Some((namespace, name)) = split(&key) {
+                let gone = maps.forget(namespace, name);
+                orphans.extend(gone.into_iter().map(|s| (namespace.to_string(), s)));
+            }
         }
+        orphans
     }
 
     /// Records the resourceVersion the Secret watch delivered for Secret `secret` (kept only
@@ -228,5 +259,26 @@ mod tests {
         );
         index.read_at("ml", "other", "3");
         assert_eq!(index.seen_version("ml", "other").as_deref(), Some("3"));
+    }
+
+    #[test]
+    fn forgetting_readers_names_the_secrets_nobody_reads_any_more() {
+        let index = SecretIndex::default();
+        index.register("ml", "a", &["creds", "key"]);
+        index.register("ml", "b", &["creds"]);
+        assert!(index.forget("ml", "b").is_empty(), "a still reads creds");
+        assert_eq!(
+            index.register("ml", "a", &["creds"]),
+            vec![Box::from("key")],
+            "a stopped reading its key Secret"
+        );
+        index.register("ml", "c", &["other"]);
+        index.register("team", "d", &["creds"]);
+        let mut orphans = index.retain(|ns, name| ns == "team" || name == "c");
+        orphans.sort();
+        assert_eq!(orphans, vec![("ml".to_string(), Box::from("creds"))]);
+        assert_eq!(index.len(), 2);
+        assert!(index.readers("ml", "creds").is_empty());
+        assert_eq!(names(index.readers("team", "creds")), ["d"]);
     }
 }

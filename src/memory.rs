@@ -253,6 +253,15 @@ impl Memories {
         self.entries().remove(key.as_str());
     }
 
+    /// Drops the entries of resources for which `alive(namespace, name)` is false (after
+    /// the watch listed again).
+    pub fn retain(&self, alive: impl Fn(&str, &str) -> bool) {
+        (self.entries()).retain(|key, _| {
+            key.split_once('/')
+                .is_some_and(|(namespace, name)| alive(namespace, name))
+        });
+    }
+
     /// How many resources have an entry.
     pub fn len(&self) -> usize {
         self.entries().len()
@@ -330,5 +339,9 @@ mod tests {
         memories.remember(&first, |m| m.drift = Some(Box::new(Drift::Missing)));
         memories.forget(&ObjectRef::new("r").within("ml"));
         assert!(memories.is_empty());
+
+        memories.remember(&first, |m| m.failures = 1);
+        memories.retain(|ns, name| (ns, name) != ("ml", "r"));
+        assert!(memories.is_empty(), "gone in a relist");
     }
 }

@@ -4,6 +4,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use secrecy::SecretString;
+use zeroize::Zeroize;
 
 use crate::crd::SecretKeyRef;
 use crate::error::Result;
@@ -102,10 +103,19 @@ pub async fn read_value(
             value: Err(refused),
         });
     }
-    Ok(Read {
+    let read = Read {
         version: secret.metadata.resource_version.clone(),
         value: extract_value(&secret, key_ref, namespace),
-    })
+    };
+    wipe(secret);
+    Ok(read)
+}
+
+/// Zeroes every value of a Secret read whole, so none outlives the read in freed memory.
+pub fn wipe(mut secret: Secret) {
+    for value in secret.data.iter_mut().flat_map(|data| data.values_mut()) {
+        value.0.zeroize();
+    }
 }
 
 /// Reads a Secret of `namespace`; `Ok(Err(..))` when the operator's RBAC forbids it (as in

@@ -97,6 +97,7 @@ impl Reason {
             BasetenError::Unauthorized { .. } => Self::Unauthorized,
             BasetenError::Rejected { .. } => Self::BasetenRejected,
             BasetenError::RateLimited { .. } => Self::RateLimited,
+            BasetenError::TeamNotFound(_) => Self::TeamNotFound,
             BasetenError::Unavailable { .. } | BasetenError::Transport(_) => {
                 Self::BasetenUnavailable
             }

@@ -237,3 +237,26 @@ async fn a_slow_baseten_is_waited_for_and_the_rate_limit_is_kept() {
         "the next call waited only {waited:?}"
     );
 }
+
+#[tokio::test]
+async fn every_2xx_answer_is_a_success() {
+    let emulator = emulator().await;
+    let baseten = client(&emulator, KEY);
+    let answer = json!({"name": "created", "created_at": "2026-01-01T00:00:00Z", "id": "x1"});
+    fault(
+        &emulator,
+        json!({"path_prefix": "/v1/secrets", "method": "POST", "status": 201, "body": answer}),
+    )
+    .await;
+    let created = baseten.upsert("created", &value()).await.unwrap();
+    assert_eq!(created.id.as_deref(), Some("x1"));
+    fault(
+        &emulator,
+        json!({"path_prefix": "/v1/secrets/", "method": "DELETE", "status": 204, "raw_body": ""}),
+    )
+    .await;
+    assert_eq!(
+        baseten.delete("created").await.unwrap(),
+        baseten_secrets_operator::baseten::Deleted::Deleted
+    );
+}

@@ -352,3 +352,90 @@ async fn every_fault_ends_with_every_value_in_baseten_within_a_bounded_number_of
     std::fs::write(&out, &table).unwrap();
     println!("{table}");
 }
+
+/// One tenant's throttled key must not hold the reconcile slots other tenants' writes need:
+/// a write that would wait long for its key's limiter goes back to the queue instead.
+#[tokio::test]
+async fn a_throttled_key_never_stalls_the_writes_of_another_key() {
+    use common::operator::{TENANT_KEY, TENANT_ORG};
+    let h = Harness::start("fault-tenants").await;
+    h.apply_secret(
+        "tenant-key",
+        &[("apiKey", TENANT_KEY.as_bytes())],
+        json!({}),
+    )
+    .await;
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i:02}")).collect();
+    let values = |value: &'static [u8]| -> Vec<(&str, &[u8])> {
+        keys.iter().map(|k| (k.as_str(), value)).collect()
+    };
+    h.apply_secret("a-creds", &values(b"a1"), json!({})).await;
+    for key in &keys {
+        let spec = json!({
+            "secretRef": {"name": "a-creds", "key": key},
+            "apiKeyRef": {"name": "tenant-key", "key": "apiKey"},
+        });
+        h.apply_bts(&format!("a-{key}"), spec, json!({}))
+            .await
+            .unwrap();
+    }
+    for key in &keys {
+        h.wait_reason(&format!("a-{key}"), "Synced").await;
+    }
+    h.synced("b", "b-creds", "token", b"b1").await;
+
+    // Baseten throttles tenant A's key for 90 s at its next write, while all 20 of its
+    // resources have a new value to write.
+    h.fault(json!({
+        "path_prefix": "/v1/secrets", "method": "POST", "api_key": TENANT_KEY,
+        "status": 429, "count": 1,
+        "body": {"code": "RATE_LIMITED", "message": "Rate limit exceeded.", "retry_after": 90},
+    }))
+    .await;
+    h.apply_secret("a-creds", &values(b"a2"), json!({})).await;
+    // Every A resource has handled the change: written before the 429 came back (up to
+    // the concurrency), or held back and saying so.
+    let deadline = std::time::Instant::now() + common::operator::WAIT;
+    let held = loop {
+        let (mut held, mut pending) = (0, 0);
+        for key in &keys {
+            let name = format!("a-{key}");
+            let object = h.bts_api().get(&name).await.unwrap();
+            let reason = object.ready_condition().map(|c| c.reason.clone());
+            let stored = h.baseten_secret_of(TENANT_ORG, &name).await;
+            if reason.as_deref() == Some("RateLimited") {
+                held += 1;
+            } else if stored.is_none_or(|s| s.value != "a2") {
+                pending += 1;
+            }
+        }
+        if pending == 0 {
+            break held;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pending} A resources never handled the change"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(held >= 10, "only {held} of 20 A resources were held back");
+    let throttled = h.baseten_requests().await;
+    assert_eq!(
+        throttled.iter().filter(|r| r.status == 429).count(),
+        1,
+        "one 429; the other writes waited without asking again"
+    );
+
+    // Tenant B's key is not throttled: its new value goes at once.
+    let changed = std::time::Instant::now();
+    h.apply_secret("b-creds", &[("token", b"b2")], json!({}))
+        .await;
+    h.wait_baseten("b", "tenant B's new value", |s| s.value == "b2")
+        .await;
+    let took = changed.elapsed();
+    eprintln!("tenant B's write took {took:?} while tenant A's key was throttled");
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "tenant B waited {took:?} behind tenant A's throttled key"
+    );
+}

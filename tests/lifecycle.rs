@@ -781,3 +781,51 @@ async fn a_secret_already_gone_from_baseten_counts_as_deleted() {
         "the test's own delete, then the operator's, answered 404 and taken as done"
     );
 }
+
+/// A resource that takes a name over while the previous owner's delete of it is still on
+/// its way to Baseten waits for that delete, so the delete can never remove its value.
+#[tokio::test]
+async fn a_successor_never_loses_its_value_to_a_delete_in_flight() {
+    let h = Harness::start("life-successor").await;
+    h.apply_secret("old-creds", &[("token", b"old value")], json!({}))
+        .await;
+    let spec = json!({
+        "secretRef": {"name": "old-creds", "key": "token"},
+        "basetenName": "shared-name", "deletionPolicy": "Delete",
+    });
+    h.apply_bts("old", spec, json!({})).await.unwrap();
+    h.wait_reason("old", "Synced").await;
+
+    // Baseten answers the next delete after 3 s: the successor arrives meanwhile.
+    h.fault(json!({"path_prefix": "/v1/secrets", "method": "DELETE", "latency_ms": 3000}))
+        .await;
+    h.bts_api()
+        .delete("old", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    h.apply_secret("new-creds", &[("token", b"new value")], json!({}))
+        .await;
+    let spec =
+        json!({"secretRef": {"name": "new-creds", "key": "token"}, "basetenName": "shared-name"});
+    h.apply_bts("new", spec, json!({})).await.unwrap();
+    let waiting = h.wait_reason("new", "Conflict").await;
+    let message = &waiting.ready_condition().unwrap().message;
+    assert!(
+        message.contains("being deleted by") && message.contains("/old"),
+        "{message}"
+    );
+
+    h.wait_gone("old").await;
+    h.wait_reason("new", "Synced").await;
+    h.wait_baseten("shared-name", "the successor's value", |s| {
+        s.value == "new value"
+    })
+    .await;
+    h.barrier().await;
+    assert_eq!(
+        h.baseten_secret("shared-name").await.map(|s| s.value),
+        Some("new value".to_string()),
+        "the delete in flight removed the successor's value"
+    );
+}

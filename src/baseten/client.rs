@@ -4,14 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
-use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::time::Instant;
+use zeroize::Zeroizing;
 
 use super::error::{BasetenError, classify, transport};
-use super::limiter::{BASETEN_RATE_LIMIT_PER_SECOND, RATE_WINDOW, RateLimiter, THROTTLED_PAUSE};
+use super::limiter::{
+    BASETEN_RATE_LIMIT_PER_SECOND, LIMITER_PATIENCE, RATE_WINDOW, RateLimiter, THROTTLED_PAUSE,
+};
 use super::names::escaped_path;
 use super::teams::{Cached, TeamCache, TeamV1, find};
 use crate::metrics::Metrics;
@@ -138,11 +141,12 @@ impl BasetenClient {
             name: &'a str,
             value: &'a str,
         }
-        let body = serde_json::to_vec(&Upsert {
-            name,
-            value: value.expose_secret(),
-        })
-        .map_err(|_| BasetenError::Transport("the request could not be encoded"))?;
+        // Sized for the longest escaping at once, so growing leaves no copy of the value
+        // behind; zeroed when the request is done with it.
+        let value = value.expose_secret();
+        let mut body = Zeroizing::new(Vec::with_capacity(64 + 6 * (name.len() + value.len())));
+        serde_json::to_writer(&mut *body, &Upsert { name, value })
+            .map_err(|_| BasetenError::Transport("the request could not be encoded"))?;
         let (endpoint, path) = match team_id {
             None => ("POST /v1/secrets", "/v1/secrets".to_string()),
             Some(team) => (
@@ -238,12 +242,17 @@ impl BasetenClient {
         method: Method,
         endpoint: &'static str,
         path: &str,
-        body: Option<Vec<u8>>,
+        body: Option<Zeroizing<Vec<u8>>>,
     ) -> Result<reqwest::Response, BasetenError> {
-        let (slot, waited) = self.limiter.acquire(endpoint).await;
-        if waited && let Some(metrics) = &self.metrics {
+        let slot = self.limiter.acquire(endpoint, LIMITER_PATIENCE).await;
+        if let Some(metrics) = &self.metrics
+            && slot.as_ref().map_or(true, |(_, waited)| *waited)
+        {
             metrics.rate_limiter_wait();
         }
+        let (slot, _) = slot.map_err(|until| BasetenError::RateLimited {
+            retry_after: Some(until.saturating_duration_since(Instant::now())),
+        })?;
         let sent = Instant::now();
         let mut request = self
             .http
@@ -252,7 +261,7 @@ impl BasetenClient {
         if let Some(body) = body {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body);
+                .body(reqwest::Body::from(bytes::Bytes::from_owner(body)));
         }
         let response = request.send().await.map_err(|e| transport(&e));
         drop(slot);
@@ -262,7 +271,7 @@ impl BasetenClient {
         }
         let response = response?;
         let status = response.status();
-        if status == StatusCode::OK {
+        if status.is_success() {
             return Ok(response);
         }
         let error = classify(response).await;

@@ -42,6 +42,10 @@ pub enum BasetenError {
     /// The request did not complete: connection refused or dropped, timeout, bad answer.
     #[error("Baseten could not be reached: {0}")]
     Transport(&'static str),
+    /// A secret's team is not among the teams the key can see (renamed, deleted, or a
+    /// listing that lags): its secret cannot be found to be deleted.
+    #[error("Baseten team {0:?} is not among the teams this API key can see")]
+    TeamNotFound(String),
 }
 
 impl BasetenError {

@@ -18,6 +18,11 @@ pub const RATE_WINDOW: Duration = Duration::from_millis(1025);
 /// How long an endpoint pauses after a 429 that named no wait.
 pub const THROTTLED_PAUSE: Duration = Duration::from_secs(1);
 
+/// The longest a request waits here. Pacing never waits longer than [`RATE_WINDOW`]; a longer
+/// wait (an endpoint paused after a 429) is handed back to the caller, so that a throttled key
+/// never holds a reconcile slot that writes with other keys could use.
+pub const LIMITER_PATIENCE: Duration = Duration::from_secs(2);
+
 /// Sends at most `limit` requests per endpoint in any [`RATE_WINDOW`], and pauses an
 /// endpoint that Baseten throttled. Requests wait for a slot; none is refused.
 ///
@@ -78,8 +83,14 @@ impl RateLimiter {
     }
 
     /// Waits until this endpoint may send, and takes a slot for the request; says whether
-    /// it had to wait.
-    pub(super) async fn acquire(&self, endpoint: &'static str) -> (Slot<'_>, bool) {
+    /// it had to wait. When that would take longer than `patience`, waits not at all and
+    /// returns when the endpoint may send.
+    pub(super) async fn acquire(
+        &self,
+        endpoint: &'static str,
+        patience: Duration,
+    ) -> Result<(Slot<'_>, bool), Instant> {
+        let give_up = Instant::now() + patience;
         let mut waited = false;
         loop {
             let wait = {
@@ -96,14 +107,14 @@ impl RateLimiter {
                             let id = state.next_id;
                             state.next_id += 1;
                             state.slots.push_back((id, None));
-                            return (
+                            return Ok((
                                 Slot {
                                     limiter: self,
                                     endpoint,
                                     id,
                                 },
                                 waited,
-                            );
+                            ));
                         }
                         // The first answered slot to leave the window frees a place.
                         state
@@ -115,6 +126,9 @@ impl RateLimiter {
                     }
                 }
             };
+            if wait > give_up {
+                return Err(wait);
+            }
             waited = true;
             tokio::time::sleep_until(wait).await;
         }
@@ -137,27 +151,27 @@ mod tests {
         let limiter = RateLimiter::new(100, RATE_WINDOW);
         let start = Instant::now();
         for _ in 0..100 {
-            drop(limiter.acquire("POST /v1/secrets").await);
+            drop(limiter.acquire("POST /v1/secrets", LIMITER_PATIENCE).await);
         }
         assert_eq!(
             start.elapsed(),
             Duration::ZERO,
             "a full budget goes at once"
         );
-        drop(limiter.acquire("POST /v1/secrets").await);
+        drop(limiter.acquire("POST /v1/secrets", LIMITER_PATIENCE).await);
         assert_eq!(
             start.elapsed(),
             RATE_WINDOW,
             "the 101st waits for the window"
         );
         for _ in 0..99 {
-            drop(limiter.acquire("POST /v1/secrets").await);
+            drop(limiter.acquire("POST /v1/secrets", LIMITER_PATIENCE).await);
         }
         assert_eq!(start.elapsed(), RATE_WINDOW);
-        drop(limiter.acquire("POST /v1/secrets").await);
+        drop(limiter.acquire("POST /v1/secrets", LIMITER_PATIENCE).await);
         assert_eq!(start.elapsed(), RATE_WINDOW * 2);
         let other = Instant::now();
-        drop(limiter.acquire("GET /v1/secrets").await);
+        drop(limiter.acquire("GET /v1/secrets", LIMITER_PATIENCE).await);
         assert_eq!(
             other.elapsed(),
             Duration::ZERO,
@@ -169,25 +183,47 @@ mod tests {
     async fn a_window_counts_from_the_answer_of_a_slow_request() {
         let limiter = RateLimiter::new(2, RATE_WINDOW);
         let start = Instant::now();
-        let slow = limiter.acquire("POST /v1/secrets").await;
-        drop(limiter.acquire("POST /v1/secrets").await);
+        let slow = limiter.acquire("POST /v1/secrets", LIMITER_PATIENCE).await;
+        drop(limiter.acquire("POST /v1/secrets", LIMITER_PATIENCE).await);
         tokio::time::sleep(Duration::from_millis(300)).await;
         drop(slow);
         // The slow request was answered at 300 ms: its slot frees a window after that.
-        drop(limiter.acquire("POST /v1/secrets").await);
+        drop(limiter.acquire("POST /v1/secrets", LIMITER_PATIENCE).await);
         assert_eq!(start.elapsed(), RATE_WINDOW);
-        drop(limiter.acquire("POST /v1/secrets").await);
+        drop(limiter.acquire("POST /v1/secrets", LIMITER_PATIENCE).await);
         assert_eq!(start.elapsed(), RATE_WINDOW + Duration::from_millis(300));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_paused_endpoint_waits_then_resumes() {
+    async fn a_short_pause_is_waited_out_and_a_long_one_handed_back() {
         let limiter = RateLimiter::new(100, RATE_WINDOW);
         let start = Instant::now();
-        limiter.pause("POST /v1/secrets", start + Duration::from_secs(37));
-        drop(limiter.acquire("GET /v1/secrets").await);
-        assert_eq!(start.elapsed(), Duration::ZERO);
-        drop(limiter.acquire("POST /v1/secrets").await);
-        assert_eq!(start.elapsed(), Duration::from_secs(37));
+        limiter.pause("POST /v1/secrets", start + THROTTLED_PAUSE);
+        drop(limiter.acquire("GET /v1/secrets", LIMITER_PATIENCE).await);
+        assert_eq!(start.elapsed(), Duration::ZERO, "other endpoints go on");
+        drop(limiter.acquire("POST /v1/secrets", LIMITER_PATIENCE).await);
+        assert_eq!(
+            start.elapsed(),
+            THROTTLED_PAUSE,
+            "a short pause is waited out"
+        );
+
+        let paused = Instant::now();
+        let until = paused + Duration::from_secs(37);
+        limiter.pause("POST /v1/secrets", until);
+        let refused = limiter.acquire("POST /v1/secrets", LIMITER_PATIENCE).await;
+        assert_eq!(
+            refused.err(),
+            Some(until),
+            "when the endpoint may send again"
+        );
+        assert_eq!(paused.elapsed(), Duration::ZERO, "without waiting");
+        tokio::time::advance(Duration::from_secs(36)).await;
+        let waited = limiter.acquire("POST /v1/secrets", LIMITER_PATIENCE).await;
+        assert!(
+            waited.is_ok_and(|(_, waited)| waited),
+            "within patience it waits"
+        );
+        assert_eq!(paused.elapsed(), Duration::from_secs(37));
     }
 }

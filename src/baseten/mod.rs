@@ -15,6 +15,6 @@ pub use client::{
     BasetenClient, CONNECT_TIMEOUT, DEFAULT_BASE_URL, Deleted, REQUEST_TIMEOUT, SecretV1, Transport,
 };
 pub use error::{BasetenError, MAX_RETRY_AFTER, parse_retry_after_header, retry_after_seconds};
-pub use limiter::{BASETEN_RATE_LIMIT_PER_SECOND, RATE_WINDOW, THROTTLED_PAUSE};
+pub use limiter::{BASETEN_RATE_LIMIT_PER_SECOND, LIMITER_PATIENCE, RATE_WINDOW, THROTTLED_PAUSE};
 pub use names::normalised_name;
 pub use teams::{TEAMS_REFRESH_MIN, TeamV1};

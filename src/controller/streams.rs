@@ -85,15 +85,30 @@ pub fn resources(
             (namespace.clone().unwrap_or_default(), events)
         })
         .collect();
-    merge_namespaces(watches, writer.as_reader())
+    let store = writer.as_reader();
+    merge_namespaces(watches, store.clone())
         .modify(prune)
         .reflect(writer)
         .inspect_ok(move |event| {
             for object in ctx.claims.observe(event) {
                 let _ = requeue.unbounded_send(object);
             }
-            if matches!(event, watcher::Event::InitDone) {
-                listed.store(true, Ordering::SeqCst);
+            match event {
+                watcher::Event::Delete(object) => {
+                    forget(&ctx, &ObjectRef::from_obj(object));
+                }
+                watcher::Event::InitDone => {
+                    // A relist drops what went while the watch was down, without events.
+                    let alive = |ns: &str, name: &str| {
+                        store.get(&ObjectRef::new(name).within(ns)).is_some()
+                    };
+                    for (namespace, secret) in ctx.index.retain(alive) {
+                        ctx.credentials.forget_secret(&namespace, &secret);
+                    }
+                    ctx.memories.retain(alive);
+                    listed.store(true, Ordering::SeqCst);
+                }
+                _ => {}
             }
         })
         .applied_objects()
@@ -122,8 +137,18 @@ pub fn secrets(
     .boxed()
 }
 
+/// Drops what is kept for a resource that no longer exists: its index and memory entries,
+/// and the API keys of Secrets nobody reads now.
+fn forget(ctx: &Context, object: &ObjectRef<BasetenSecret>) {
+    let namespace = object.namespace.as_deref().unwrap_or_default();
+    for unread in ctx.index.forget(namespace, &object.name) {
+        ctx.credentials.forget_secret(namespace, &unread);
+    }
+    ctx.memories.forget(object);
+}
+
 /// Maps a Secret event to the resources that read it, dropping what is kept for readers
-/// that no longer exist.
+/// that no longer exist (a backstop: deletions are handled on their events).
 pub fn readers_of(
     ctx: Arc<Context>,
     store: Store<BasetenSecret>,
@@ -137,8 +162,7 @@ pub fn readers_of(
             .filter(|reader| {
                 let alive = store.get(reader).is_some();
                 if !alive {
-                    ctx.index.forget(&namespace, &reader.name);
-                    ctx.memories.forget(reader);
+                    forget(&ctx, reader);
                 }
                 alive
             })

@@ -117,8 +117,9 @@ pub async fn release(
         Some(team_name) => match api_key.client.team(Some(team_name)).await? {
             Some(team) if team.default => None,
             Some(team) => Some(team.id),
-            // A team that is gone took its secrets with it.
-            None => return Ok(Released::Deleted(Deleted::AlreadyGone)),
+            // A lookup that misses proves nothing: the listing may lag or the team may have
+            // been renamed, and its secret may still be there.
+            None => return Err(BasetenError::TeamNotFound(team_name.to_string())),
         },
     };
     let deleted = api_key

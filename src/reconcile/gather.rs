@@ -109,7 +109,9 @@ pub fn seen(object: &BasetenSecret, ctx: &Context, namespace: &str, name: &str) 
     let secret = object.spec.secret_ref.name.as_str();
     let api_key_secret = object.spec.api_key_ref.as_ref().map(|r| r.name.as_str());
     let read: Vec<&str> = std::iter::once(secret).chain(api_key_secret).collect();
-    ctx.index.register(namespace, name, &read);
+    for unread in ctx.index.register(namespace, name, &read) {
+        ctx.credentials.forget_secret(namespace, &unread);
+    }
     let winner = ctx
         .claims
         .winner(&Target::of(object))

@@ -60,6 +60,12 @@ pub fn first(object: &BasetenSecret, seen: &Seen) -> Next {
 }
 
 fn conflict_message(object: &BasetenSecret, winner: &Claimant) -> String {
+    if winner.is_deleting() {
+        return format!(
+            "Baseten secret {:?} is being deleted by {winner}, which is going away; this resource writes it once that delete is done (annotating {winner} baseten.co/skip-remote-delete=true lets it go without the delete)",
+            object.desired_baseten_name()
+        );
+    }
     format!(
         "Baseten secret {:?} is also the target of {winner}, which is older and wins; this resource writes nothing until that one is deleted or targets another name",
         object.desired_baseten_name()
@@ -348,6 +354,7 @@ fn failure_message(error: &BasetenError, baseten_name: &str) -> String {
         BasetenError::Rejected { .. } => "fix the resource; Baseten will not accept it as is",
         BasetenError::RateLimited { .. } => "retrying after the rate-limit window",
         BasetenError::Unavailable { .. } | BasetenError::Transport(_) => "retrying with backoff",
+        BasetenError::TeamNotFound(_) => "retrying every few minutes",
     };
     format!("writing Baseten secret {baseten_name:?} failed: {error}; {advice}")
 }

@@ -223,7 +223,8 @@ async fn handle(
         .then(|| serde_json::from_slice::<UpsertName>(&body).ok())
         .flatten()
         .map(|b| b.name);
-    if let Some(fault) = state.take_fault(method.as_str(), &path)
+    let key = api_key(&headers);
+    if let Some(fault) = state.take_fault(method.as_str(), &path, key.as_deref())
         && let Some(response) = apply_fault(&fault).await
     {
         let status = response.status().as_u16();

@@ -71,6 +71,9 @@ pub struct Fault {
     /// Only requests with this method match; any method when absent.
     #[serde(default)]
     pub method: Option<String>,
+    /// Only requests authenticating with this API key match; any key when absent.
+    #[serde(default)]
+    pub api_key: Option<String>,
     /// Status to answer with; the request is not processed.
     #[serde(default)]
     pub status: Option<u16>,
@@ -280,13 +283,14 @@ impl Emulator {
     }
 
     /// Takes one use of the first fault matching the request, if any.
-    pub fn take_fault(&self, method: &str, path: &str) -> Option<Fault> {
+    pub fn take_fault(&self, method: &str, path: &str, api_key: Option<&str>) -> Option<Fault> {
         let mut world = self.world();
         let index = world.faults.iter().position(|f| {
             path.starts_with(&f.path_prefix)
                 && f.method
                     .as_deref()
                     .is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && f.api_key.as_deref().is_none_or(|k| Some(k) == api_key)
         })?;
         let fault = world.faults[index].clone();
         world.faults[index].count -= 1;
