@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use baseten_secrets_operator::BasetenSecret;
-use common::operator::{API_KEY, Harness, OperatorOptions, WAIT, metric};
+use common::operator::{API_KEY, Harness, OperatorOptions, TENANT_KEY, TENANT_ORG, WAIT, metric};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
@@ -439,6 +439,12 @@ async fn no_value_or_api_key_reaches_logs_status_or_events_even_at_trace() {
     h.barrier().await;
     h.stop_operator();
 
+    assert_nothing_secret_anywhere(&h, &[value, second, API_KEY]).await;
+}
+
+/// No `needles` (values, keys) in the operator's JSON trace log, in plain or base64 form,
+/// nor in any resource or event of the test's namespace.
+async fn assert_nothing_secret_anywhere(h: &Harness, needles: &[&str]) {
     use base64::Engine;
     let logs = h.operator_logs();
     assert!(
@@ -453,14 +459,14 @@ async fn no_value_or_api_key_reaches_logs_status_or_events_even_at_trace() {
             "not a JSON log line: {line}"
         );
     }
-    for needle in [value, second, API_KEY] {
+    for needle in needles {
         let b64 = base64::engine::general_purpose::STANDARD.encode(needle);
         for form in [needle.to_string(), b64[..b64.len() - 4].to_string()] {
             assert!(!logs.contains(&form), "the logs contain {form:?}");
         }
     }
-
-    let object = serde_json::to_string(&h.bts_api().get("hygiene").await.unwrap()).unwrap();
+    let objects =
+        serde_json::to_string(&h.bts_api().list(&Default::default()).await.unwrap()).unwrap();
     let events =
         kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(h.client.clone(), &h.ns)
             .list(&Default::default())
@@ -468,10 +474,55 @@ async fn no_value_or_api_key_reaches_logs_status_or_events_even_at_trace() {
             .unwrap();
     assert!(!events.items.is_empty(), "events were published");
     let events = serde_json::to_string(&events).unwrap();
-    for needle in [value, second, API_KEY] {
-        assert!(!object.contains(needle), "the resource contains a secret");
+    for needle in needles {
+        assert!(!objects.contains(needle), "a resource contains a secret");
         assert!(!events.contains(needle), "an event contains a secret");
     }
+}
+
+/// The same over HTTPS, and with a tenant's own API key from a Secret (apiKeyRef).
+#[tokio::test]
+async fn no_value_or_key_reaches_logs_over_https_or_with_a_tenant_key_at_trace() {
+    let value = "sv-4b7e0c93-unique-tenant-value";
+    let mut h = Harness::start_with(
+        "op-hygiene-tls",
+        OperatorOptions {
+            rust_log: "trace".into(),
+            log_format: "json",
+            tls: true,
+            trust_test_ca: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    h.apply_secret("creds", &[("token", value.as_bytes())], json!({}))
+        .await;
+    h.apply_secret(
+        "tenant-key",
+        &[("apiKey", TENANT_KEY.as_bytes())],
+        json!({}),
+    )
+    .await;
+    let tenant = json!({
+        "secretRef": {"name": "creds", "key": "token"},
+        "apiKeyRef": {"name": "tenant-key", "key": "apiKey"},
+    });
+    h.apply_bts("tenant", tenant, json!({})).await.unwrap();
+    h.apply_bts("operator", spec("creds", "token"), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("tenant", "Synced").await;
+    h.wait_reason("operator", "Synced").await;
+    let stored = h.baseten_secret_of(TENANT_ORG, "tenant").await.unwrap();
+    assert_eq!(stored.value, value, "written with the tenant's key");
+    h.start_operator();
+    h.barrier().await;
+    h.stop_operator();
+    assert!(
+        h.operator_logs().contains("https://"),
+        "the operator spoke HTTPS"
+    );
+    assert_nothing_secret_anywhere(&h, &[value, TENANT_KEY, API_KEY]).await;
 }
 
 #[tokio::test]
