@@ -595,11 +595,11 @@ async fn health_and_metrics_move_as_the_operator_works() {
     let p = "baseten_secrets_operator";
     let post =
         format!("{p}_baseten_requests_total{{endpoint=\"POST /v1/secrets\",status=\"2xx\"}}");
-    // The test's resource and the barrier's canary.
-    assert_eq!(metric(&text, &post), Some(2.0), "{text}");
+    // The test's resource, and the barrier's canary written and then changed.
+    assert_eq!(metric(&text, &post), Some(3.0), "{text}");
     assert_eq!(
         metric(&text, &format!("{p}_baseten_writes_total")),
-        Some(2.0)
+        Some(3.0)
     );
     assert_eq!(
         metric(&text, &format!("{p}_resources{{reason=\"Synced\"}}")),
@@ -642,7 +642,7 @@ async fn health_and_metrics_move_as_the_operator_works() {
     }
     assert_eq!(
         h.operator_metric("baseten_writes_total").await,
-        Some(2.0),
+        Some(3.0),
         "a write of an unchanged value"
     );
 

@@ -782,23 +782,33 @@ impl Harness {
             .unwrap();
     }
 
-    /// Upserts counted by the emulator (POST requests answered, any status).
+    /// Upserts counted by the emulator (POST requests answered, any status), the barrier's
+    /// canaries left out.
     pub async fn upsert_requests(&self) -> usize {
         self.baseten_requests()
             .await
             .iter()
             .filter(|r| r.method == "POST" && r.path.ends_with("/secrets"))
+            .filter(|r| r.name.as_deref().is_none_or(|n| !n.starts_with("canary-")))
             .count()
     }
 
     /// Proves the operator has handled every event up to now. A fresh canary BasetenSecret
-    /// (and its Secret) must reach Synced: every earlier event was delivered and queued
-    /// before the canary's. Then every reconcile the running operator started must have
+    /// (and its Secret) must reach Synced, and a change of that Secret must reach Baseten:
+    /// every earlier event of either watch was delivered and queued before the canary's. Then every reconcile the running operator started must have
     /// finished (it logs both ends at debug level), so a reconcile of an earlier event that
     /// is slower than the canary's is waited for, not raced.
     pub async fn barrier(&self) {
         let canary = format!("canary-{}", rand::random::<u32>() % 1_000_000);
         self.synced(&canary, &canary, "v", b"canary").await;
+        // The canary's Secret changing in Baseten proves the Secret watch, too, has delivered
+        // every earlier event, not only the resource watch.
+        self.apply_secret(&canary, &[("v", b"canary, changed")], json!({}))
+            .await;
+        self.wait_baseten(&canary, "the canary's change", |s| {
+            s.value == "canary, changed"
+        })
+        .await;
         self.poll_until("every started reconcile to finish", async || {
             let log = std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default();
             let started = log.matches(RECONCILE_STARTED).count();
