@@ -8,9 +8,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::manifests::{kubectl, rendered, repo};
 use common::operator::{Deployed, Harness, OperatorOptions, Process};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
@@ -28,36 +28,6 @@ const TEAM_NAMESPACES: [&str; 2] = ["team-a", "team-b"];
 /// One overlay test at a time: they share cluster-wide names.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// kubectl from the control-plane build (or the PATH, against an existing cluster).
-fn kubectl(args: &[&str]) -> String {
-    let built = testenv::bin_dir().join("kubectl");
-    let program = if built.exists() {
-        built
-    } else {
-        PathBuf::from("kubectl")
-    };
-    let mut command = Command::new(program);
-    if let Some(kubeconfig) = testenv::shared().kubeconfig() {
-        command.env("KUBECONFIG", kubeconfig);
-    }
-    let output = command
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("run kubectl");
-    assert!(
-        output.status.success(),
-        "kubectl {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
 /// Applies an overlay exactly as the README says, server-side.
 fn apply_overlay(overlay: &str) {
     let out = kubectl(&[
@@ -68,14 +38,6 @@ fn apply_overlay(overlay: &str) {
         &format!("deploy/{overlay}"),
     ]);
     assert!(out.contains("serverside-applied"), "{out}");
-}
-
-/// The objects an overlay installs, rendered by kubectl's kustomize.
-fn rendered(overlay: &str) -> Vec<serde_yaml_ng::Value> {
-    let rendered = kubectl(&["kustomize", &format!("deploy/{overlay}")]);
-    serde_yaml_ng::Deserializer::from_str(&rendered)
-        .map(|doc| serde_yaml_ng::Value::deserialize(doc).unwrap())
-        .collect()
 }
 
 /// The overlay's Deployment.
@@ -593,7 +555,12 @@ async fn every_rbac_rule_is_needed_removing_any_verb_breaks_the_job() {
 
 #[test]
 fn every_overlay_runs_a_hardened_pod_with_probes_and_the_key_as_a_file() {
-    for overlay in ["base", "overlays/namespaced", "overlays/ha"] {
+    for overlay in [
+        "base",
+        "overlays/namespaced",
+        "overlays/ha",
+        "overlays/no-admission-policy",
+    ] {
         let deployment = deployment(overlay);
         let pod = &deployment["spec"]["template"]["spec"];
         let container = &pod["containers"][0];
@@ -714,6 +681,35 @@ fn every_overlay_runs_a_hardened_pod_with_probes_and_the_key_as_a_file() {
             .any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"),
         "the namespaced overlay grants nothing cluster-wide"
     );
+}
+
+#[test]
+fn every_overlay_ships_the_admission_policy_but_the_one_for_clusters_before_1_30() {
+    let kinds = [
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ];
+    for overlay in ["base", "overlays/namespaced", "overlays/ha"] {
+        let docs = rendered(overlay);
+        for kind in kinds {
+            let doc = docs
+                .iter()
+                .find(|d| d["kind"] == kind)
+                .unwrap_or_else(|| panic!("{overlay} installs no {kind}"));
+            assert_eq!(doc["apiVersion"], "admissionregistration.k8s.io/v1");
+            // Cluster-scoped: a namespace written into it would be wrong (and ignored).
+            assert!(
+                doc["metadata"]["namespace"].is_null(),
+                "{overlay}: {kind} has a namespace"
+            );
+        }
+    }
+    // Exactly base without the two objects an older cluster refuses.
+    let without: Vec<_> = rendered("base")
+        .into_iter()
+        .filter(|d| !kinds.iter().any(|kind| d["kind"] == *kind))
+        .collect();
+    assert_eq!(rendered("overlays/no-admission-policy"), without);
 }
 
 #[test]

@@ -52,5 +52,6 @@ pub async fn client_with_token(token: &str) -> Client {
     Client::try_from(config).expect("kube client")
 }
 
+pub mod manifests;
 pub mod operator;
 pub mod proxy;
