@@ -673,6 +673,22 @@ async fn with_a_label_selector_only_opted_in_secrets_are_read() {
     let message = &refused.ready_condition().unwrap().message;
     assert!(message.contains("baseten.co/push=true"), "{message}");
     assert_eq!(h.upsert_requests().await, 0);
+    let audit = testenv::shared().audit_log();
+    if let Some(audit) = audit {
+        // The Secret's labels were read, and its values never reached the operator.
+        let reads = reads_of(audit, &h.ns, "private", |_| true).await;
+        // Named by verb and kind only: the failure message must not repeat the values.
+        let shown: Vec<String> = reads
+            .iter()
+            .map(|read| format!("{} {}", read["verb"], read["responseObject"]["kind"]))
+            .collect();
+        assert!(
+            reads.iter().all(|read| !has_values(read)),
+            "a Secret failing the selector was read with its values: {shown:?}"
+        );
+    } else {
+        eprintln!("USE_EXISTING_CLUSTER: no audit log of ours; not checking which reads happened");
+    }
 
     // Opting the Secret in is a change the operator sees by itself.
     h.apply_secret(
@@ -686,6 +702,56 @@ async fn with_a_label_selector_only_opted_in_secrets_are_read() {
         h.baseten_secret("curious").await.unwrap().value,
         "now allowed"
     );
+    if let Some(audit) = audit {
+        let full = reads_of(audit, &h.ns, "private", has_values).await;
+        assert!(!full.is_empty(), "a matching Secret is read in full");
+    }
+}
+
+/// Whether an audit event's response holds a Secret's values (a list's items included).
+fn has_values(event: &serde_json::Value) -> bool {
+    let response = &event["responseObject"];
+    let items = response["items"].as_array().into_iter().flatten();
+    std::iter::once(response)
+        .chain(items)
+        .any(|object| object.get("data").is_some() || object.get("stringData").is_some())
+}
+
+/// The audited reads (get or list) of Secret `name` of `ns` that `wanted` picks, once at
+/// least one of them is in the log: events are written after their answer.
+async fn reads_of(
+    audit: &std::path::Path,
+    ns: &str,
+    name: &str,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let names = |event: &serde_json::Value| {
+        let target = &event["objectRef"];
+        let response = &event["responseObject"];
+        let listed = response["items"].as_array().into_iter().flatten();
+        target["namespace"] == ns
+            && (target["name"] == name
+                || listed.clone().any(|item| item["metadata"]["name"] == name))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(audit).unwrap_or_default();
+        let reads: Vec<serde_json::Value> = log
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .filter(|event: &serde_json::Value| {
+                event["stage"] == "ResponseComplete" && names(event) && wanted(event)
+            })
+            .collect();
+        if !reads.is_empty() {
+            return reads;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no audited read of Secret {ns}/{name}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
