@@ -673,19 +673,39 @@ async fn with_a_label_selector_only_opted_in_secrets_are_read() {
     let message = &refused.ready_condition().unwrap().message;
     assert!(message.contains("baseten.co/push=true"), "{message}");
     assert_eq!(h.upsert_requests().await, 0);
+    // The same for a Secret named as the API key to write with.
+    let opted_in = json!({"baseten.co/push": "true"});
+    h.apply_secret("pushed", &[("token", b"v")], opted_in).await;
+    h.apply_secret("their-key", &[("apiKey", TENANT_KEY.as_bytes())], json!({}))
+        .await;
+    let mut keyed = spec(
+        "pushed",
+        "keyed",
+        DeletionPolicy::Retain,
+        UpdatePolicy::Replace,
+    );
+    keyed["apiKeyRef"] = json!({"name": "their-key", "key": "apiKey"});
+    h.apply_bts("keyed", keyed, json!({})).await.unwrap();
+    let refused = h.wait_reason("keyed", "SecretNotAllowed").await;
+    let message = &refused.ready_condition().unwrap().message;
+    assert!(message.contains("their-key"), "{message}");
+    assert_eq!(h.upsert_requests().await, 0);
+
     let audit = testenv::shared().audit_log();
     if let Some(audit) = audit {
-        // The Secret's labels were read, and its values never reached the operator.
-        let reads = reads_of(audit, &h.ns, "private", |_| true).await;
-        // Named by verb and kind only: the failure message must not repeat the values.
-        let shown: Vec<String> = reads
-            .iter()
-            .map(|read| format!("{} {}", read["verb"], read["responseObject"]["kind"]))
-            .collect();
-        assert!(
-            reads.iter().all(|read| !has_values(read)),
-            "a Secret failing the selector was read with its values: {shown:?}"
-        );
+        // Their labels were read, and their values never reached the operator.
+        for name in ["private", "their-key"] {
+            let reads = reads_of(audit, &h.ns, name, |_| true).await;
+            // Named by verb and kind only: the failure message must not repeat the values.
+            let shown: Vec<String> = reads
+                .iter()
+                .map(|read| format!("{} {}", read["verb"], read["responseObject"]["kind"]))
+                .collect();
+            assert!(
+                reads.iter().all(|read| !has_values(read)),
+                "Secret {name}, failing the selector, was read with its values: {shown:?}"
+            );
+        }
     } else {
         eprintln!("USE_EXISTING_CLUSTER: no audit log of ours; not checking which reads happened");
     }
