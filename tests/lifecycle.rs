@@ -728,6 +728,92 @@ async fn with_a_label_selector_only_opted_in_secrets_are_read() {
     }
 }
 
+#[tokio::test]
+async fn every_selector_the_operator_takes_selects_in_the_apiserver_what_it_selects() {
+    use baseten_secrets_operator::selector::SecretSelector;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, ListParams, PostParams};
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+
+    let client = common::client().await;
+    let ns = common::namespace(&client, "life-selectors").await;
+    let secrets: Api<Secret> = Api::namespaced(client, &ns);
+    let labelled: [&[(&str, &str)]; 6] = [
+        &[],
+        &[("a", "x")],
+        &[("a", "y"), ("b", "")],
+        &[("b", "x"), ("example.com/c", "y")],
+        &[("a", ""), ("example.com/c", "x")],
+        &[("a", "x"), ("b", "y"), ("example.com/c", "")],
+    ];
+    let mut all = Vec::new();
+    for (i, labels) in labelled.iter().enumerate() {
+        let labels: std::collections::BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut secret = Secret::default();
+        secret.metadata.name = Some(format!("s{i}"));
+        secret.metadata.labels = Some(labels.clone());
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        all.push((format!("s{i}"), labels));
+    }
+
+    // Terms over the labels above, spaced as people write them, and near-miss junk.
+    let key = prop_oneof![Just("a"), Just("b"), Just("example.com/c"), Just("d")];
+    let value = prop_oneof![Just("x"), Just("y"), Just("")];
+    let term = prop_oneof![
+        (
+            key.clone(),
+            prop_oneof![Just(" = "), Just("=="), Just("!=")],
+            value.clone()
+        )
+            .prop_map(|(k, op, v)| format!("{k}{op}{v}")),
+        (
+            key.clone(),
+            prop_oneof![Just(" in "), Just(" notin ")],
+            prop::collection::vec(value.clone(), 1..3)
+        )
+            .prop_map(|(k, op, v)| format!("{k}{op}({})", v.join(", "))),
+        key.clone().prop_map(str::to_string),
+        key.prop_map(|k| format!("!{k}")),
+    ];
+    let selector = prop_oneof![
+        prop::collection::vec(term, 1..4).prop_map(|terms| terms.join(",")),
+        "[abcxy=!(), /.]{1,14}",
+    ];
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut taken = 0;
+    for _ in 0..150 {
+        let text = selector.new_tree(&mut runner).unwrap().current();
+        let Ok(parsed) = SecretSelector::parse(&text) else {
+            continue;
+        };
+        taken += 1;
+        let listed = secrets
+            .list_metadata(&ListParams::default().labels(parsed.text()))
+            .await
+            .unwrap_or_else(|e| panic!("{text:?} as {:?} was refused: {e}", parsed.text()));
+        let mut by_apiserver: Vec<String> = listed
+            .items
+            .into_iter()
+            .filter_map(|s| s.metadata.name)
+            .collect();
+        by_apiserver.sort();
+        let by_operator: Vec<String> = all
+            .iter()
+            .filter(|(_, labels)| parsed.matches(Some(labels)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        assert_eq!(by_apiserver, by_operator, "{text:?} as {:?}", parsed.text());
+    }
+    assert!(taken >= 50, "only {taken} selectors parsed");
+}
+
 /// Whether an audit event's response holds a Secret's values (a list's items included).
 fn has_values(event: &serde_json::Value) -> bool {
     let response = &event["responseObject"];
