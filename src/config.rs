@@ -143,7 +143,7 @@ impl std::fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field(
                 "secret_selector",
-                &self.secret_selector.as_ref().map(|s| &s.text),
+                &self.secret_selector.as_ref().map(|s| s.text()),
             )
             .finish()
     }
@@ -343,6 +343,27 @@ mod tests {
             ("ops", 15)
         );
         assert!(!election.identity.is_empty());
+    }
+
+    #[test]
+    fn a_selector_the_apiserver_would_refuse_stops_the_operator_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "k").unwrap();
+        let key_arg = format!("--api-key-file={}", key.display());
+        let error = parse(&[&key_arg, "--secret-label-selector=a=b=c"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            error.starts_with("--secret-label-selector: ") && error.contains("\"a=b=c\""),
+            "{error}"
+        );
+        let config = parse(&[&key_arg, "--secret-label-selector=baseten.co/push == true"]).unwrap();
+        assert_eq!(
+            config.secret_selector.unwrap().text(),
+            "baseten.co/push=true"
+        );
     }
 
     #[test]

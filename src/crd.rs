@@ -10,6 +10,14 @@ use serde::{Deserialize, Serialize};
 /// API group of the resource.
 pub const GROUP: &str = "baseten.co";
 
+/// The longest refreshInterval: longer ones are refused by the apiserver, and the operator
+/// treats any it gets anyway as no drift check.
+pub const MAX_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The CEL rule bounding refreshInterval to [`MAX_REFRESH_INTERVAL`]; a value the pattern
+/// refuses is left to the pattern's message (duration() would fail on it).
+const REFRESH_INTERVAL_RULE: &str = r"self == '0' || !self.matches('^([0-9]{1,5}(\\.[0-9]{1,9})?(ns|us|µs|ms|s|m|h)){1,4}$') || duration(self) <= duration('24h')";
+
 /// Annotation whose new value forces one upsert even when nothing changed.
 pub const FORCE_SYNC_ANNOTATION: &str = "baseten.co/force-sync";
 
@@ -133,9 +141,15 @@ pub struct BasetenSecretSpec {
     #[serde(default, skip_serializing_if = "is_default")]
     pub deletion_policy: DeletionPolicy,
 
-    /// How often to check that the Baseten secret this resource wrote is still there with the same id, as a Go duration ("30s", "10m", "1h"); "0" or absent: never. Resources of one team share one list call per interval. A missing secret is pushed again (event Recreated); one with another id was recreated outside this operator and gets our value again (Warning event Replaced). A value changed by hand in Baseten cannot be seen (Baseten never returns values): use the baseten.co/force-sync annotation.
+    /// How often to check that the Baseten secret this resource wrote is still there with the same id, as a Go duration ("30s", "10m", "1h") of at most 24h, each number at most 5 digits, at most 4 parts ("1h30m"); "0" or absent: never. Resources of one team share one list call per interval. A missing secret is pushed again (event Recreated); one with another id was recreated outside this operator and gets our value again (Warning event Replaced). A value changed by hand in Baseten cannot be seen (Baseten never returns values): use the baseten.co/force-sync annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$"))]
+    // The pattern's bounds keep every value within what Go's durations hold, so the rule's
+    // duration() never overflows; the rule then bounds it to a day.
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^(0|([0-9]{1,5}(\.[0-9]{1,9})?(ns|us|µs|ms|s|m|h)){1,4})$")
+    )]
+    #[x_kube(validation = Rule::new(REFRESH_INTERVAL_RULE).message("refreshInterval may be at most 24h"))]
     pub refresh_interval: Option<String>,
 
     /// Replace (default): write whenever the value changes. IfNotExists: if the name already exists in Baseten and this resource did not create it, never write; Ready is True with reason AlreadyExists and the status shows Baseten's id and createdAt.

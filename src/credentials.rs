@@ -22,7 +22,7 @@ use crate::crd::{BasetenSecret, SecretKeyRef};
 use crate::error::Result;
 use crate::hash::HashKey;
 use crate::index::SecretIndex;
-use crate::secrets::{Unusable, extract_value, get_secret, not_allowed, wipe};
+use crate::secrets::{Gated, Unusable, extract_value, get_secret, wipe};
 use crate::selector::SecretSelector;
 use crate::status::Reason;
 
@@ -208,19 +208,21 @@ async fn read_key(
     namespace: &str,
     key_ref: &SecretKeyRef,
 ) -> Result<Option<std::result::Result<(String, SecretString), Unusable>>> {
-    let secret = match get_secret(client, namespace, &key_ref.name).await? {
-        Ok(Some(secret)) => secret,
-        Ok(None) => return Ok(None),
-        Err(refused) => return Ok(Some(Err(refused))),
+    let secret = match get_secret(client, namespace, &key_ref.name, selector).await? {
+        Gated::Read(secret) => secret,
+        Gated::Missing => return Ok(None),
+        Gated::Refused { version, why } => {
+            if let Some(version) = version {
+                index.read_at(namespace, &key_ref.name, &version);
+            }
+            return Ok(Some(Err(why)));
+        }
     };
     let version = secret.metadata.resource_version.clone().unwrap_or_default();
     index.read_at(namespace, &key_ref.name, &version);
-    if let Some(refused) = not_allowed(selector, &secret, namespace) {
-        return Ok(Some(Err(refused)));
-    }
     let unusable = |message: String| Ok(Some(Err((Reason::ApiKeyNotFound, message))));
     let extracted = extract_value(&secret, key_ref, namespace);
-    wipe(secret);
+    wipe(*secret);
     match extracted {
         Ok(key) if !key.expose_secret().trim().is_empty() => Ok(Some(Ok((
             version,

@@ -3,7 +3,7 @@
 //! missing was deleted behind its back, and one whose id changed was recreated. Either way
 //! the resource is reconciled with a flag that makes it push its value again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::baseten::{SecretV1, normalised_name};
 use crate::claims::key_identity;
-use crate::crd::BasetenSecret;
+use crate::crd::{BasetenSecret, MAX_REFRESH_INTERVAL, object_key};
 use crate::credentials::Credentials;
 use crate::duration::parse_duration;
 use crate::memory::{Drift, Memories};
@@ -28,14 +28,28 @@ pub const DRIFT_TICK: Duration = Duration::from_secs(5);
 /// How long a group whose list failed waits before it tries again (at most its interval).
 pub const DRIFT_RETRY: Duration = Duration::from_secs(30);
 
-/// The refresh interval of `object`, when it asks for drift checks at all.
-pub fn refresh_interval(object: &BasetenSecret) -> Option<Duration> {
-    object
-        .spec
-        .refresh_interval
-        .as_deref()
-        .and_then(parse_duration)
-        .filter(|d| !d.is_zero())
+/// What `object` asks of drift checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interval {
+    /// None ("0" or absent).
+    Never,
+    /// One every so often.
+    Every(Duration),
+    /// Its refreshInterval is no duration of at most [`MAX_REFRESH_INTERVAL`] (the CRD
+    /// refuses such values, but an older CRD may have let one in): no drift checks.
+    Invalid,
+}
+
+/// The refresh interval of `object`.
+pub fn refresh_interval(object: &BasetenSecret) -> Interval {
+    let Some(text) = object.spec.refresh_interval.as_deref() else {
+        return Interval::Never;
+    };
+    match parse_duration(text) {
+        Some(interval) if interval.is_zero() => Interval::Never,
+        Some(interval) if interval <= MAX_REFRESH_INTERVAL => Interval::Every(interval),
+        _ => Interval::Invalid,
+    }
 }
 
 /// Compares what `object` wrote (its status) with Baseten's list of its team.
@@ -85,6 +99,8 @@ pub async fn run(
     requeue: UnboundedSender<ObjectRef<BasetenSecret>>,
 ) {
     let mut due: HashMap<Group, Instant> = HashMap::new();
+    // Resources told about an invalid refreshInterval, with it, so each is told once.
+    let mut warned: HashSet<(String, String)> = HashSet::new();
     loop {
         // Wakes when the next group is due, and at least every tick to find new groups.
         let wake = due
@@ -97,9 +113,15 @@ pub async fn run(
         let now = Instant::now();
         // Group the resources that ask for drift checks and hold a write of their own.
         let mut groups: HashMap<Group, (Duration, Vec<Arc<BasetenSecret>>)> = HashMap::new();
+        let mut invalid = HashSet::new();
         for object in store.state() {
-            let Some(interval) = refresh_interval(&object) else {
-                continue;
+            let interval = match refresh_interval(&object) {
+                Interval::Every(interval) => interval,
+                Interval::Never => continue,
+                Interval::Invalid => {
+                    invalid.insert(warn_invalid(&object, &warned));
+                    continue;
+                }
             };
             if object.spec.suspend || object.metadata.deletion_timestamp.is_some() {
                 continue;
@@ -114,6 +136,7 @@ pub async fn run(
             entry.0 = entry.0.min(interval);
             entry.1.push(object);
         }
+        warned = invalid;
         due.retain(|group, _| groups.contains_key(group));
         for (group, (interval, members)) in groups {
             let when = *due
@@ -129,6 +152,26 @@ pub async fn run(
             due.insert(group, Instant::now() + next);
         }
     }
+}
+
+/// Logs, once per resource and value, that an invalid refreshInterval turns drift checks
+/// off; returns what identifies the warning.
+fn warn_invalid(object: &BasetenSecret, warned: &HashSet<(String, String)>) -> (String, String) {
+    let namespace = object.namespace().unwrap_or_default();
+    let told = (
+        object_key(&namespace, &object.name_any()),
+        object.spec.refresh_interval.clone().unwrap_or_default(),
+    );
+    if !warned.contains(&told) {
+        warn!(
+            namespace,
+            name = object.name_any(),
+            refresh_interval = %told.1,
+            max = "24h",
+            "refreshInterval is not a duration of at most 24h; no drift checks for this resource"
+        );
+    }
+    told
 }
 
 /// Lists one group's team once and flags each drifted member.
@@ -240,6 +283,57 @@ mod tests {
         let mut never_written = object.clone();
         never_written.status.as_mut().unwrap().synced_hash = None;
         assert_eq!(drift_of(&never_written, &[]), None, "not ours to repair");
-        assert_eq!(refresh_interval(&object), Some(Duration::from_secs(60)));
+        assert_eq!(
+            refresh_interval(&object),
+            Interval::Every(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn an_interval_out_of_range_means_no_drift_checks() {
+        let mut object = written("hf", "id1");
+        for (text, expected) in [
+            ("24h", Interval::Every(MAX_REFRESH_INTERVAL)),
+            ("0", Interval::Never),
+            ("24h1ns", Interval::Invalid),
+            ("4000000000000000h", Interval::Invalid),
+            ("4000000000000000h4000000000000000h", Interval::Invalid),
+            ("soon", Interval::Invalid),
+        ] {
+            object.spec.refresh_interval = Some(text.into());
+            assert_eq!(refresh_interval(&object), expected, "{text}");
+        }
+        object.spec.refresh_interval = None;
+        assert_eq!(refresh_interval(&object), Interval::Never);
+    }
+
+    /// The CRD's pattern for refreshInterval, anchors removed.
+    fn crd_pattern() -> String {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(BasetenSecret::crd()).unwrap();
+        let pattern = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["refreshInterval"]["pattern"];
+        let pattern = pattern.as_str().unwrap();
+        pattern
+            .trim_start_matches('^')
+            .trim_end_matches('$')
+            .to_string()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn what_the_crd_lets_in_parses_and_never_panics_a_check(
+            text in proptest::string::string_regex(&crd_pattern()).unwrap(),
+        ) {
+            let mut object = written("hf", "id1");
+            object.spec.refresh_interval = Some(text.clone());
+            proptest::prop_assert!(parse_duration(&text).is_some(), "{}", text);
+            if let Interval::Every(interval) = refresh_interval(&object) {
+                // What a check does with it: no overflow.
+                let _ = Instant::now() + first_check(interval) + next_check(interval);
+            }
+        }
     }
 }

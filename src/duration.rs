@@ -39,6 +39,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn parses_go_durations() {
@@ -57,5 +58,46 @@ mod tests {
     #[test]
     fn a_sum_too_large_for_a_duration_is_invalid() {
         assert_eq!(parse_duration("4000000000000000h4000000000000000h"), None);
+    }
+
+    /// Nanoseconds in one of each unit.
+    const UNITS: [(&str, u128); 7] = [
+        ("ns", 1),
+        ("us", 1_000),
+        ("µs", 1_000),
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+        ("m", 60_000_000_000),
+        ("h", 3_600_000_000_000),
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn parsing_never_panics(text in prop_oneof![".*", "[0-9.a-zµ]{0,40}"]) {
+            if parse_duration(&text).is_some() {
+                prop_assert!(text.chars().all(|c| c.is_ascii_digit() || ".nsuµmh".contains(c)));
+            }
+        }
+
+        #[test]
+        fn sums_of_units_add_up_within_float_rounding_or_overflow_to_none(
+            parts in prop::collection::vec((0u64..10_000_000_000_000_000, 0..UNITS.len()), 1..5),
+        ) {
+            let text: String = parts.iter().map(|(n, unit)| format!("{n}{}", UNITS[*unit].0)).collect();
+            let expected: u128 = parts.iter().map(|(n, unit)| u128::from(*n) * UNITS[*unit].1).sum();
+            let parsed = parse_duration(&text);
+            match u64::try_from(expected / 1_000_000_000) {
+                // Floats round: a few nanoseconds, or a part in 10^15 of a long duration.
+                Ok(_) => {
+                    let parsed = parsed.map(|d| d.as_nanos());
+                    prop_assert!(parsed.is_some(), "{}", text);
+                    let error = parsed.unwrap().abs_diff(expected);
+                    prop_assert!(error <= expected / 1_000_000_000_000_000 + 4, "{} is off by {}ns", text, error);
+                }
+                Err(_) => prop_assert_eq!(parsed, None),
+            }
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! Reading the one value a reconcile needs, wrapped as a secret the moment it is read.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -76,38 +78,32 @@ pub async fn read_value(
     key_ref: &SecretKeyRef,
     selector: Option<&SecretSelector>,
 ) -> Result<Read> {
-    let secret = match get_secret(client, namespace, &key_ref.name).await? {
-        Ok(secret) => secret,
-        Err(refused) => {
+    let secret = match get_secret(client, namespace, &key_ref.name, selector).await? {
+        Gated::Read(secret) => secret,
+        Gated::Refused { version, why } => {
+            return Ok(Read {
+                version,
+                value: Err(why),
+            });
+        }
+        Gated::Missing => {
             return Ok(Read {
                 version: None,
-                value: Err(refused),
+                value: Err((
+                    Reason::SecretNotFound,
+                    format!(
+                        "Secret {namespace}/{} does not exist; create it or fix spec.secretRef.name",
+                        key_ref.name
+                    ),
+                )),
             });
         }
     };
-    let Some(secret) = secret else {
-        return Ok(Read {
-            version: None,
-            value: Err((
-                Reason::SecretNotFound,
-                format!(
-                    "Secret {namespace}/{} does not exist; create it or fix spec.secretRef.name",
-                    key_ref.name
-                ),
-            )),
-        });
-    };
-    if let Some(refused) = not_allowed(selector, &secret, namespace) {
-        return Ok(Read {
-            version: secret.metadata.resource_version.clone(),
-            value: Err(refused),
-        });
-    }
     let read = Read {
         version: secret.metadata.resource_version.clone(),
         value: extract_value(&secret, key_ref, namespace),
     };
-    wipe(secret);
+    wipe(*secret);
     Ok(read)
 }
 
@@ -118,40 +114,90 @@ pub fn wipe(mut secret: Secret) {
     }
 }
 
-/// Reads a Secret of `namespace`; `Ok(Err(..))` when the operator's RBAC forbids it (as in
-/// the namespaced install, outside its namespaces), which only the user can change.
+/// What a gated read of a Secret found.
+pub enum Gated {
+    /// The Secret does not exist.
+    Missing,
+    /// The operator may not read it: its RBAC forbids it, or it fails the label selector.
+    Refused {
+        /// The Secret's resourceVersion, when its metadata could be read.
+        version: Option<String>,
+        /// Why, for the resource's status.
+        why: Unusable,
+    },
+    /// The whole Secret, values included (boxed: it is much larger than a refusal).
+    Read(Box<Secret>),
+}
+
+/// Reads a Secret of `namespace` through the label-selector and RBAC gates. With a
+/// selector, the labels are checked on a metadata-only read first, so the values of a
+/// Secret the operator may not push never reach this process.
 pub async fn get_secret(
     client: &kube::Client,
     namespace: &str,
     name: &str,
-) -> Result<std::result::Result<Option<Secret>, Unusable>> {
+    selector: Option<&SecretSelector>,
+) -> Result<Gated> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    match secrets.get_opt(name).await {
-        Ok(secret) => Ok(Ok(secret)),
-        Err(kube::Error::Api(status)) if status.code == 403 => Ok(Err((
-            Reason::SecretNotAllowed,
-            format!(
-                "the operator may not read Secret {namespace}/{name}: its RBAC forbids reading Secrets in namespace {namespace}; with the namespaced install, add the namespace to --watch-namespaces and give it the operator's Role there"
+    if let Some(selector) = selector {
+        let meta = match secrets.get_metadata_opt(name).await {
+            Ok(Some(meta)) => meta,
+            Ok(None) => return Ok(Gated::Missing),
+            Err(error) => return refused_by_rbac(error, namespace, name),
+        };
+        if let Some(why) = not_allowed(selector, meta.metadata.labels.as_ref(), namespace, name) {
+            return Ok(Gated::Refused {
+                version: meta.metadata.resource_version,
+                why,
+            });
+        }
+    }
+    let secret = match secrets.get_opt(name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => return Ok(Gated::Missing),
+        Err(error) => return refused_by_rbac(error, namespace, name),
+    };
+    // The labels may have changed between the two reads: the full read decides.
+    if let Some(why) =
+        selector.and_then(|s| not_allowed(s, secret.metadata.labels.as_ref(), namespace, name))
+    {
+        let version = secret.metadata.resource_version.clone();
+        wipe(secret);
+        return Ok(Gated::Refused { version, why });
+    }
+    Ok(Gated::Read(Box::new(secret)))
+}
+
+/// A refusal when the operator's RBAC forbids the read (as in the namespaced install,
+/// outside its namespaces), which only the user can change; any other error as it is.
+fn refused_by_rbac(error: kube::Error, namespace: &str, name: &str) -> Result<Gated> {
+    match error {
+        kube::Error::Api(status) if status.code == 403 => Ok(Gated::Refused {
+            version: None,
+            why: (
+                Reason::SecretNotAllowed,
+                format!(
+                    "the operator may not read Secret {namespace}/{name}: its RBAC forbids reading Secrets in namespace {namespace}; with the namespaced install, add the namespace to --watch-namespaces and give it the operator's Role there"
+                ),
             ),
-        ))),
-        Err(error) => Err(error.into()),
+        }),
+        error => Err(error.into()),
     }
 }
 
-/// Why `secret` may not be read, when the operator requires labels it lacks.
-pub fn not_allowed(
-    selector: Option<&SecretSelector>,
-    secret: &Secret,
+/// Why Secret `name` with `labels` may not be read under `selector`.
+fn not_allowed(
+    selector: &SecretSelector,
+    labels: Option<&BTreeMap<String, String>>,
     namespace: &str,
+    name: &str,
 ) -> Option<Unusable> {
-    let selector = selector?;
-    (!selector.matches(secret.metadata.labels.as_ref())).then(|| {
+    (!selector.matches(labels)).then(|| {
         (
             Reason::SecretNotAllowed,
             format!(
-                "Secret {namespace}/{} may not be pushed: this operator reads only Secrets matching the label selector {:?}; label the Secret to allow it",
-                secret.metadata.name.as_deref().unwrap_or_default(),
-                selector.text
+                "Secret {namespace}/{name} may not be pushed: this operator reads only Secrets matching the label selector {:?}; label the Secret to allow it",
+                selector.text()
             ),
         )
     })
@@ -160,7 +206,7 @@ pub fn not_allowed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
+    use proptest::prelude::*;
 
     fn secret_with(data: &[(&str, &[u8])]) -> Secret {
         Secret {
@@ -213,5 +259,31 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains("key-010"), "{message}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn no_value_reaches_a_message_whatever_the_key_names(
+            data in prop::collection::btree_map("[-._a-zA-Z0-9]{1,20}", prop::collection::vec(any::<u8>(), 0..16), 0..30),
+            wanted in "[-._a-zA-Z0-9]{1,20}",
+        ) {
+            // Values are marked so that no key name, which has no spaces, can hold one.
+            let data: Vec<(String, Vec<u8>)> = data
+                .into_iter()
+                .map(|(key, mut value)| {
+                    value.splice(0..0, b"VALUE ".iter().copied());
+                    (key, value)
+                })
+                .collect();
+            let borrowed: Vec<(&str, &[u8])> = data.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+            let key_ref = SecretKeyRef { name: "creds".into(), key: wanted.clone() };
+            match extract_value(&secret_with(&borrowed), &key_ref, "ml") {
+                Ok(value) => prop_assert!(data.iter().any(|(k, v)| k == &wanted
+                    && v.as_slice() == secrecy::ExposeSecret::expose_secret(&value).as_bytes())),
+                Err((_, message)) => prop_assert!(!message.contains("VALUE "), "{}", message),
+            }
+        }
     }
 }

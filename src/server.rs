@@ -73,12 +73,14 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     Ok(listener)
 }
 
-/// Serves the endpoints until the task is dropped.
-pub async fn serve(listener: TcpListener, health: Health) {
+/// Serves the endpoints until the task is dropped; returns only when serving fails.
+pub async fn serve(listener: TcpListener, health: Health) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(health);
-    let _ = axum::serve(listener, app).await;
+    axum::serve(listener, app)
+        .await
+        .map_err(|e| anyhow::anyhow!("serving /livez, /readyz and /metrics: {e}"))
 }

@@ -14,7 +14,11 @@ const LAYERS: &[&[&str]] = &[
     &["main", "bin/crdgen"],
     &["lib"],
     &["controller"],
-    &["controller/leader", "controller/streams"],
+    &[
+        "controller/leader",
+        "controller/streams",
+        "controller/tasks",
+    ],
     &["reconcile"],
     &["reconcile/apply", "reconcile/cleanup"],
     &["reconcile/act", "reconcile/record"],

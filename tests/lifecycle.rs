@@ -673,6 +673,42 @@ async fn with_a_label_selector_only_opted_in_secrets_are_read() {
     let message = &refused.ready_condition().unwrap().message;
     assert!(message.contains("baseten.co/push=true"), "{message}");
     assert_eq!(h.upsert_requests().await, 0);
+    // The same for a Secret named as the API key to write with.
+    let opted_in = json!({"baseten.co/push": "true"});
+    h.apply_secret("pushed", &[("token", b"v")], opted_in).await;
+    h.apply_secret("their-key", &[("apiKey", TENANT_KEY.as_bytes())], json!({}))
+        .await;
+    let mut keyed = spec(
+        "pushed",
+        "keyed",
+        DeletionPolicy::Retain,
+        UpdatePolicy::Replace,
+    );
+    keyed["apiKeyRef"] = json!({"name": "their-key", "key": "apiKey"});
+    h.apply_bts("keyed", keyed, json!({})).await.unwrap();
+    let refused = h.wait_reason("keyed", "SecretNotAllowed").await;
+    let message = &refused.ready_condition().unwrap().message;
+    assert!(message.contains("their-key"), "{message}");
+    assert_eq!(h.upsert_requests().await, 0);
+
+    let audit = testenv::shared().audit_log();
+    if let Some(audit) = audit {
+        // Their labels were read, and their values never reached the operator.
+        for name in ["private", "their-key"] {
+            let reads = reads_of(audit, &h.ns, name, |_| true).await;
+            // Named by verb and kind only: the failure message must not repeat the values.
+            let shown: Vec<String> = reads
+                .iter()
+                .map(|read| format!("{} {}", read["verb"], read["responseObject"]["kind"]))
+                .collect();
+            assert!(
+                reads.iter().all(|read| !has_values(read)),
+                "Secret {name}, failing the selector, was read with its values: {shown:?}"
+            );
+        }
+    } else {
+        eprintln!("USE_EXISTING_CLUSTER: no audit log of ours; not checking which reads happened");
+    }
 
     // Opting the Secret in is a change the operator sees by itself.
     h.apply_secret(
@@ -686,6 +722,142 @@ async fn with_a_label_selector_only_opted_in_secrets_are_read() {
         h.baseten_secret("curious").await.unwrap().value,
         "now allowed"
     );
+    if let Some(audit) = audit {
+        let full = reads_of(audit, &h.ns, "private", has_values).await;
+        assert!(!full.is_empty(), "a matching Secret is read in full");
+    }
+}
+
+#[tokio::test]
+async fn every_selector_the_operator_takes_selects_in_the_apiserver_what_it_selects() {
+    use baseten_secrets_operator::selector::SecretSelector;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, ListParams, PostParams};
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+
+    let client = common::client().await;
+    let ns = common::namespace(&client, "life-selectors").await;
+    let secrets: Api<Secret> = Api::namespaced(client, &ns);
+    let labelled: [&[(&str, &str)]; 6] = [
+        &[],
+        &[("a", "x")],
+        &[("a", "y"), ("b", "")],
+        &[("b", "x"), ("example.com/c", "y")],
+        &[("a", ""), ("example.com/c", "x")],
+        &[("a", "x"), ("b", "y"), ("example.com/c", "")],
+    ];
+    let mut all = Vec::new();
+    for (i, labels) in labelled.iter().enumerate() {
+        let labels: std::collections::BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut secret = Secret::default();
+        secret.metadata.name = Some(format!("s{i}"));
+        secret.metadata.labels = Some(labels.clone());
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        all.push((format!("s{i}"), labels));
+    }
+
+    // Terms over the labels above, spaced as people write them, and near-miss junk.
+    let key = prop_oneof![Just("a"), Just("b"), Just("example.com/c"), Just("d")];
+    let value = prop_oneof![Just("x"), Just("y"), Just("")];
+    let term = prop_oneof![
+        (
+            key.clone(),
+            prop_oneof![Just(" = "), Just("=="), Just("!=")],
+            value.clone()
+        )
+            .prop_map(|(k, op, v)| format!("{k}{op}{v}")),
+        (
+            key.clone(),
+            prop_oneof![Just(" in "), Just(" notin ")],
+            prop::collection::vec(value.clone(), 1..3)
+        )
+            .prop_map(|(k, op, v)| format!("{k}{op}({})", v.join(", "))),
+        key.clone().prop_map(str::to_string),
+        key.prop_map(|k| format!("!{k}")),
+    ];
+    let selector = prop_oneof![
+        prop::collection::vec(term, 1..4).prop_map(|terms| terms.join(",")),
+        "[abcxy=!(), /.]{1,14}",
+    ];
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut taken = 0;
+    for _ in 0..150 {
+        let text = selector.new_tree(&mut runner).unwrap().current();
+        let Ok(parsed) = SecretSelector::parse(&text) else {
+            continue;
+        };
+        taken += 1;
+        let listed = secrets
+            .list_metadata(&ListParams::default().labels(parsed.text()))
+            .await
+            .unwrap_or_else(|e| panic!("{text:?} as {:?} was refused: {e}", parsed.text()));
+        let mut by_apiserver: Vec<String> = listed
+            .items
+            .into_iter()
+            .filter_map(|s| s.metadata.name)
+            .collect();
+        by_apiserver.sort();
+        let by_operator: Vec<String> = all
+            .iter()
+            .filter(|(_, labels)| parsed.matches(Some(labels)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        assert_eq!(by_apiserver, by_operator, "{text:?} as {:?}", parsed.text());
+    }
+    assert!(taken >= 50, "only {taken} selectors parsed");
+}
+
+/// Whether an audit event's response holds a Secret's values (a list's items included).
+fn has_values(event: &serde_json::Value) -> bool {
+    let response = &event["responseObject"];
+    let items = response["items"].as_array().into_iter().flatten();
+    std::iter::once(response)
+        .chain(items)
+        .any(|object| object.get("data").is_some() || object.get("stringData").is_some())
+}
+
+/// The audited reads (get or list) of Secret `name` of `ns` that `wanted` picks, once at
+/// least one of them is in the log: events are written after their answer.
+async fn reads_of(
+    audit: &std::path::Path,
+    ns: &str,
+    name: &str,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let names = |event: &serde_json::Value| {
+        let target = &event["objectRef"];
+        let response = &event["responseObject"];
+        let listed = response["items"].as_array().into_iter().flatten();
+        target["namespace"] == ns
+            && (target["name"] == name
+                || listed.clone().any(|item| item["metadata"]["name"] == name))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(audit).unwrap_or_default();
+        let reads: Vec<serde_json::Value> = log
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .filter(|event: &serde_json::Value| {
+                event["stage"] == "ResponseComplete" && names(event) && wanted(event)
+            })
+            .collect();
+        if !reads.is_empty() {
+            return reads;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no audited read of Secret {ns}/{name}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

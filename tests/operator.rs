@@ -261,6 +261,39 @@ async fn invalid_baseten_names_are_rejected_by_the_apiserver() {
 }
 
 #[tokio::test]
+async fn refresh_intervals_over_a_day_are_rejected_by_the_apiserver() {
+    let h = Harness::start("op-intervals").await;
+    let apply = |interval: &str| {
+        h.apply_bts(
+            "interval",
+            json!({"secretRef": {"name": "s", "key": "k"}, "refreshInterval": interval}),
+            json!({}),
+        )
+    };
+    for (bad, says) in [
+        ("25h", "refreshInterval may be at most 24h"),
+        ("24h1ns", "refreshInterval may be at most 24h"),
+        ("99999h", "refreshInterval may be at most 24h"),
+        ("4000000000000000h4000000000000000h", "spec.refreshInterval"),
+        ("1s1s1s1s1s", "spec.refreshInterval"),
+        ("soon", "spec.refreshInterval"),
+    ] {
+        match apply(bad).await {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{bad:?}: {status:?}");
+                assert!(status.message.contains(says), "{bad:?}: {}", status.message);
+            }
+            other => panic!("{bad:?} was accepted: {:?}", other.map(|_| ())),
+        }
+    }
+    for good in ["24h", "0", "1h30m", "1.5h", "300ms", "86400s"] {
+        apply(good)
+            .await
+            .unwrap_or_else(|e| panic!("{good:?} was refused: {e}"));
+    }
+}
+
+#[tokio::test]
 async fn suspend_stops_writes_and_resuming_writes_the_latest_value() {
     let h = Harness::start("op-suspend").await;
     h.synced("paused", "creds", "token", b"one").await;

@@ -43,6 +43,18 @@ pub struct SecretV1 {
     pub team_name: Option<String>,
 }
 
+/// Baseten's answer to a list of secrets.
+#[derive(Deserialize)]
+struct SecretList {
+    secrets: Vec<SecretV1>,
+}
+
+/// Baseten's answer to a list of teams.
+#[derive(Deserialize)]
+struct TeamList {
+    teams: Vec<TeamV1>,
+}
+
 /// What a delete found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Deleted {
@@ -190,10 +202,6 @@ impl BasetenClient {
     /// Lists the secrets (names, ids, never values) of team `team_id`; without a team, of
     /// every team the key can see (each item names its team).
     pub async fn list_in(&self, team_id: Option<&str>) -> Result<Vec<SecretV1>, BasetenError> {
-        #[derive(Deserialize)]
-        struct Secrets {
-            secrets: Vec<SecretV1>,
-        }
         let (endpoint, path) = match team_id {
             None => ("GET /v1/secrets", "/v1/secrets".to_string()),
             Some(team) => (
@@ -203,7 +211,7 @@ impl BasetenClient {
         };
         let response = self.send(Method::GET, endpoint, &path, None).await?;
         let secrets = response
-            .json::<Secrets>()
+            .json::<SecretList>()
             .await
             .map_err(|e| transport(&e))?;
         Ok(secrets.secrets)
@@ -211,14 +219,13 @@ impl BasetenClient {
 
     /// The teams the key can see.
     pub async fn teams(&self) -> Result<Vec<TeamV1>, BasetenError> {
-        #[derive(Deserialize)]
-        struct Teams {
-            teams: Vec<TeamV1>,
-        }
         let response = self
             .send(Method::GET, "GET /v1/teams", "/v1/teams", None)
             .await?;
-        let teams = response.json::<Teams>().await.map_err(|e| transport(&e))?;
+        let teams = response
+            .json::<TeamList>()
+            .await
+            .map_err(|e| transport(&e))?;
         Ok(teams.teams)
     }
 
@@ -287,6 +294,7 @@ impl BasetenClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn old_and_new_secret_shapes_both_parse() {
@@ -299,5 +307,69 @@ mod tests {
         .unwrap();
         assert_eq!(new.id.as_deref(), Some("3kZ9xqd"));
         assert_eq!(new.team_name.as_deref(), Some("T"));
+    }
+
+    /// Any JSON document, nested a few levels.
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            let keys = prop_oneof![
+                Just("secrets".to_string()),
+                Just("teams".to_string()),
+                Just("name".to_string()),
+                Just("id".to_string()),
+                Just("created_at".to_string()),
+                Just("team_name".to_string()),
+                Just("default".to_string()),
+                ".{0,8}",
+            ];
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                prop::collection::btree_map(keys, inner, 0..6)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_answer_body_parses_or_fails_without_panicking(
+            document in json(),
+            bytes in prop::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let text = serde_json::to_vec(&document).unwrap();
+            for body in [&text, &bytes] {
+                let _ = serde_json::from_slice::<SecretList>(body);
+                let _ = serde_json::from_slice::<TeamList>(body);
+                let _ = serde_json::from_slice::<SecretV1>(body);
+                let _ = serde_json::from_slice::<TeamV1>(body);
+            }
+        }
+
+        #[test]
+        fn well_formed_lists_keep_every_item(
+            names in prop::collection::vec(".{0,20}", 0..8),
+            extra in json(),
+        ) {
+            let secrets: Vec<_> = names.iter().map(|name| serde_json::json!({
+                "name": name, "created_at": "2023-11-07T05:31:56Z", "extra": extra,
+            })).collect();
+            let body = serde_json::to_vec(&serde_json::json!({"secrets": secrets})).unwrap();
+            let listed = serde_json::from_slice::<SecretList>(&body).unwrap().secrets;
+            prop_assert_eq!(listed.iter().map(|s| &s.name).collect::<Vec<_>>(), names.iter().collect::<Vec<_>>());
+            let teams: Vec<_> = names.iter().map(|name| serde_json::json!({"id": name, "name": name})).collect();
+            let body = serde_json::to_vec(&serde_json::json!({"teams": teams})).unwrap();
+            let teams = serde_json::from_slice::<TeamList>(&body).unwrap().teams;
+            prop_assert!(teams.iter().zip(&names).all(|(t, n)| &t.name == n && !t.default));
+        }
     }
 }

@@ -165,6 +165,7 @@ fn is_error_code(code: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn only_upper_snake_codes_are_repeated() {
@@ -221,5 +222,55 @@ mod tests {
             }
             .is_transient()
         );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_retry_after_is_ignored_or_capped(seconds in any::<f64>()) {
+            match retry_after_seconds(seconds) {
+                None => prop_assert!(!seconds.is_finite() || seconds < 0.0),
+                Some(wait) => prop_assert!(seconds >= 0.0 && wait <= MAX_RETRY_AFTER),
+            }
+        }
+
+        #[test]
+        fn any_retry_after_header_is_ignored_or_capped(
+            value in prop_oneof![".*", "[0-9.eE+-]{1,30}", "[A-Za-z0-9 ,:]{0,40}"],
+            now_secs in any::<u32>(),
+        ) {
+            let now = std::time::UNIX_EPOCH + Duration::from_secs(now_secs.into());
+            if let Some(wait) = parse_retry_after_header(&value, now) {
+                prop_assert!(wait <= MAX_RETRY_AFTER);
+            }
+        }
+
+        #[test]
+        fn only_short_upper_snake_codes_are_error_codes(code in prop_oneof![".*", "[A-Z0-9_]{0,70}"]) {
+            let upper_snake = code.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            prop_assert_eq!(is_error_code(&code), upper_snake && (1..=64).contains(&code.len()));
+        }
+
+        #[test]
+        fn any_error_body_parses_or_fails_without_panicking(
+            bytes in prop::collection::vec(any::<u8>(), 0..64),
+            code in ".*",
+            retry in any::<f64>(),
+        ) {
+            let shaped = [
+                serde_json::to_vec(&serde_json::json!({"code": code, "retry_after": code})).unwrap(),
+                serde_json::to_vec(&serde_json::json!({"code": retry, "retry_after": retry})).unwrap(),
+                bytes,
+            ];
+            for body in &shaped {
+                if let Ok(ErrorBody { code: Some(code) }) = serde_json::from_slice(body) {
+                    let _ = is_error_code(&code);
+                }
+                if let Ok(RateLimitBody { retry_after: Some(seconds) }) = serde_json::from_slice(body) {
+                    let _ = retry_after_seconds(seconds);
+                }
+            }
+        }
     }
 }

@@ -55,7 +55,8 @@ pub async fn run_elected(
     let lost = async move {
         match lost_rx.await {
             Ok(why) => why,
-            Err(_) => futures::future::pending().await,
+            // The keeper went without a word: it panicked, and renews nothing any more.
+            Err(_) => "the task renewing it panicked".to_string(),
         }
     };
     // Losing the Lease stops everything at once, in-flight reconciles included (no drain):

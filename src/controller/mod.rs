@@ -3,6 +3,7 @@
 
 pub mod leader;
 pub mod streams;
+pub mod tasks;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -22,6 +23,7 @@ use crate::drift;
 use crate::metrics::Metrics;
 use crate::reconcile::{error_policy, reconcile};
 use crate::server::{self, Health};
+use tasks::Tasks;
 
 /// Longest wait for in-flight reconciles after the signal to stop, so the process exits
 /// within the 10 s a rollout or a drain allows, releasing the Lease on the way out.
@@ -83,13 +85,19 @@ pub async fn run(
         metrics: metrics.clone(),
         store: reader.clone(),
     };
-    let server = tokio::spawn(server::serve(listener, health.clone()));
-    let outcome = match config.leader_election.clone() {
-        None => reconcile_until(config, clients, health, writer, shutdown).await,
-        Some(election) => elected(&election, config, clients, health, writer, shutdown).await,
+    let mut background = Tasks::default();
+    background.spawn("HTTP server", server::serve(listener, health.clone()));
+    let work = async {
+        match config.leader_election.clone() {
+            None => reconcile_until(config, clients, health, writer, shutdown).await,
+            Some(election) => elected(&election, config, clients, health, writer, shutdown).await,
+        }
     };
-    server.abort();
-    outcome
+    // The server is stopped when `background` is dropped, however this ends.
+    tokio::select! {
+        outcome = work => outcome,
+        died = background.died() => Err(died),
+    }
 }
 
 /// The controller under leader election; the Lease's calls give up within its renewal grace.
@@ -150,6 +158,35 @@ fn log_result(result: Reconciled) {
     }
 }
 
+/// The controller's background tasks: the key file's reload (with a key file) and the
+/// drift checks.
+fn background_tasks(
+    config: &Config,
+    ctx: &Context,
+    store: reflector::Store<BasetenSecret>,
+    requeue: futures::channel::mpsc::UnboundedSender<ObjectRef<BasetenSecret>>,
+    key_changed: futures::channel::mpsc::UnboundedSender<()>,
+) -> Tasks {
+    let mut background = Tasks::default();
+    if let Some(path) = config.api_key_file.clone() {
+        let credentials = ctx.credentials.clone();
+        background.spawn("API key file", async move {
+            follow_key_file(path, credentials, key_changed).await;
+            Ok(())
+        });
+    }
+    let checks = drift::Checks {
+        credentials: ctx.credentials.clone(),
+        memories: ctx.memories.clone(),
+        metrics: ctx.metrics.clone(),
+    };
+    background.spawn("drift checks", async move {
+        drift::run(checks, store, requeue).await;
+        Ok(())
+    });
+    background
+}
+
 /// Watches, reconciles and serves until `stop` completes and in-flight reconciles are done
 /// (or [`DRAIN_LIMIT`] has passed).
 async fn reconcile_until(
@@ -180,14 +217,7 @@ async fn reconcile_until(
         config.secret_selector.as_ref(),
     );
     let (key_changed, key_changes) = futures::channel::mpsc::unbounded();
-    let key_file = (config.api_key_file.clone())
-        .map(|path| tokio::spawn(follow_key_file(path, ctx.credentials.clone(), key_changed)));
-    let checks = drift::Checks {
-        credentials: ctx.credentials.clone(),
-        memories: ctx.memories.clone(),
-        metrics: ctx.metrics.clone(),
-    };
-    let drift = tokio::spawn(drift::run(checks, controller.store(), requeue));
+    let mut background = background_tasks(&config, &ctx, controller.store(), requeue, key_changed);
     info!(
         namespaces = %if config.watch_namespaces.is_empty() { "*".to_string() } else { config.watch_namespaces.join(",") },
         concurrency = config.concurrency,
@@ -201,11 +231,73 @@ async fn reconcile_until(
         .graceful_shutdown_on(stop.clone())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move { log_result(result) });
-    drained(running, stop).await;
-    drift.abort();
-    if let Some(key_file) = key_file {
-        key_file.abort();
+    // The background tasks stop when `background` is dropped, after the drain.
+    tokio::select! {
+        () = drained(running, stop) => {}
+        died = background.died() => return Err(died),
     }
     info!("controller stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers every request with an empty list: enough for the access check to pass and the
+    /// controller to start (its watches fail and back off).
+    async fn empty_apiserver() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let empty = serde_json::json!({
+            "apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []
+        });
+        let app = axum::Router::new().fallback(move || {
+            let empty = empty.clone();
+            async move { axum::Json(empty) }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    fn config(key_file: &std::path::Path) -> Config {
+        Config {
+            baseten_url: "http://127.0.0.1:9".into(),
+            transport: crate::baseten::Transport::default(),
+            api_key: secrecy::SecretString::from("k".to_string()),
+            api_key_file: Some(key_file.to_path_buf()),
+            watch_namespaces: vec!["ml".into()],
+            leader_election: None,
+            kube_timeout: Duration::from_secs(30),
+            concurrency: 1,
+            log_format: crate::config::LogFormat::Text,
+            secret_selector: None,
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_background_task_that_dies_ends_run_with_an_error_naming_it() {
+        crate::process::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key");
+        std::fs::write(&key_file, "k").unwrap();
+        let url = empty_apiserver().await;
+        for task in ["HTTP server", "drift checks", "API key file"] {
+            tasks::PANICS_AT_START.with(|p| p.set(Some(task)));
+            let kube = kube::Config::new(url.parse().unwrap());
+            let clients = Clients::new(kube, Duration::from_secs(5)).unwrap();
+            let ended = tokio::time::timeout(
+                Duration::from_secs(10),
+                run(config(&key_file), clients, futures::future::pending()),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("run went on without the {task} task"));
+            let error = ended.expect_err(task).to_string();
+            assert!(
+                error.contains(&format!("the {task} task panicked")),
+                "{error}"
+            );
+        }
+    }
 }

@@ -124,7 +124,7 @@ pub fn secrets(
     selector: Option<&SecretSelector>,
 ) -> BoxStream<'static, watcher::Result<PartialObjectMeta<Secret>>> {
     let config = match selector {
-        Some(selector) => watch_config().labels(&selector.text),
+        Some(selector) => watch_config().labels(selector.text()),
         None => watch_config(),
     };
     stream::select_all(namespaces.iter().map(|namespace| {

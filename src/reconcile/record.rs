@@ -171,6 +171,25 @@ pub fn event_for(
     ))
 }
 
+/// Longest object name Kubernetes accepts (a DNS subdomain).
+const NAME_MAX: usize = 253;
+
+/// A name of its own for an event about the resource named `name`: the name, cut so that the
+/// whole fits in [`NAME_MAX`] (an event with a longer name is refused, and lost), then
+/// `random` in hex. The cut never leaves a '.' or '-' before the suffix's '.', which a DNS
+/// subdomain may not hold.
+fn event_name(name: &str, random: u64) -> String {
+    let suffix = format!(".{random:016x}");
+    let room = NAME_MAX - suffix.len();
+    // Resource names are ASCII; counting chars keeps any other text whole.
+    let cut = name
+        .char_indices()
+        .nth(room)
+        .map_or(name.len(), |(at, _)| at);
+    let kept = name[..cut].trim_end_matches(['.', '-']);
+    format!("{kept}{suffix}")
+}
+
 /// An event about `object`; the note is cut to [`EVENT_NOTE_MAX_BYTES`].
 fn event(
     object: &BasetenSecret,
@@ -183,11 +202,7 @@ fn event(
 ) -> Event {
     Event {
         metadata: ObjectMeta {
-            name: Some(format!(
-                "{}.{:016x}",
-                object.name_any(),
-                rand::random::<u64>()
-            )),
+            name: Some(event_name(&object.name_any(), rand::random::<u64>())),
             namespace: object.namespace(),
             ..Default::default()
         },
@@ -238,6 +253,38 @@ mod tests {
             force_sync_token: None,
             found: None,
         }
+    }
+
+    #[test]
+    fn event_names_fit_the_apiserver_for_the_longest_resource_names() {
+        let dns_subdomain = |name: &str| {
+            name.len() <= 253
+                && name.split('.').all(|part| {
+                    part.starts_with(|c: char| c.is_ascii_alphanumeric())
+                        && part.ends_with(|c: char| c.is_ascii_alphanumeric())
+                })
+        };
+        // Cut at 236 characters, these end in '-' and in '.' there.
+        let dash = format!("{}-{}", "a".repeat(235), "b".repeat(17));
+        let dot = format!("{}.{}", "a".repeat(235), "b".repeat(17));
+        for name in [dash.as_str(), dot.as_str(), &"c".repeat(253)] {
+            assert_eq!(name.len(), 253);
+            let mut long = object();
+            long.metadata.name = Some(name.into());
+            let event = event_for(
+                &long,
+                "pod",
+                None,
+                &outcome(Reason::Synced, "ok"),
+                Timestamp::now(),
+            )
+            .unwrap();
+            let event_name = event.metadata.name.unwrap();
+            assert!(dns_subdomain(&event_name), "{event_name}");
+            assert!(event_name.starts_with(&name[..235]), "{event_name}");
+        }
+        let short = event_name("hf", 0xab);
+        assert_eq!(short, "hf.00000000000000ab");
     }
 
     #[test]

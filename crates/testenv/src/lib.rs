@@ -6,8 +6,9 @@
 //! in a temporary directory. Every process runs under a small watchdog that stops it when the
 //! process that started it goes away, so a panicking or killed test run leaves nothing behind.
 //!
-//! [`shared`] gives each test binary one environment: the local control plane, or with
-//! `USE_EXISTING_CLUSTER=1` the cluster of the current kubeconfig context.
+//! [`shared`] gives each test binary one environment: the local control plane (with an audit
+//! log of Secret reads), or with `USE_EXISTING_CLUSTER=1` the cluster of the current
+//! kubeconfig context.
 
 mod certs;
 pub use certs::{TestTls, test_tls};
@@ -84,6 +85,7 @@ pub struct ControlPlane {
     apiserver_command: (PathBuf, Vec<String>, &'static str),
     etcd: Option<Supervised>,
     controller_manager: Option<Supervised>,
+    audit_log: Option<PathBuf>,
     started_in: Duration,
 }
 
@@ -99,6 +101,9 @@ pub struct Options {
     pub controller_manager: bool,
     /// Value of [`SESSION_ENV`] for the started processes: "test" or "dev".
     pub session: &'static str,
+    /// Write an audit log of every get and list of Secrets, responses included
+    /// ([`ControlPlane::audit_log`]), so tests can see what was read; nothing else is logged.
+    pub audit: bool,
 }
 
 impl Default for Options {
@@ -106,9 +111,25 @@ impl Default for Options {
         Self {
             controller_manager: false,
             session: "test",
+            audit: false,
         }
     }
 }
+
+/// The audit policy of [`Options::audit`]: reads of Secrets with their responses, and
+/// nothing else, so the log stays small and costs other requests nothing.
+const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+omitManagedFields: true
+rules:
+  - level: RequestResponse
+    verbs: ["get", "list"]
+    resources:
+      - group: ""
+        resources: ["secrets"]
+  - level: None
+"#;
 
 impl ControlPlane {
     /// Starts etcd and kube-apiserver and waits until the apiserver is ready.
@@ -150,7 +171,7 @@ impl ControlPlane {
 
         let port = free_port()?;
         let server = format!("https://127.0.0.1:{port}");
-        let apiserver_args = vec![
+        let mut apiserver_args = vec![
             format!("--etcd-servers={etcd_url}"),
             format!("--secure-port={port}"),
             "--bind-address=127.0.0.1".into(),
@@ -175,6 +196,16 @@ impl ControlPlane {
             "--profiling=false".into(),
             "--v=0".into(),
         ];
+        let audit_log = options.audit.then(|| root.join("audit.log"));
+        if let Some(audit_log) = &audit_log {
+            let policy = root.join("audit-policy.yaml");
+            std::fs::write(&policy, AUDIT_POLICY)?;
+            apiserver_args.extend([
+                format!("--audit-policy-file={}", policy.display()),
+                format!("--audit-log-path={}", audit_log.display()),
+                "--audit-log-format=json".into(),
+            ]);
+        }
         let apiserver = Supervised::spawn_with_env(
             &bin.join("kube-apiserver"),
             &apiserver_args,
@@ -194,6 +225,7 @@ impl ControlPlane {
             apiserver_command: (bin.join("kube-apiserver"), apiserver_args, options.session),
             etcd: Some(etcd),
             controller_manager: None,
+            audit_log,
             started_in: Duration::ZERO,
         };
         plane.wait_ready().await?;
@@ -305,6 +337,11 @@ impl ControlPlane {
         &self.server
     }
 
+    /// The audit log of Secret reads (JSON lines), when started with [`Options::audit`].
+    pub fn audit_log(&self) -> Option<&Path> {
+        self.audit_log.as_deref()
+    }
+
     /// How long start-up took, binaries already built.
     pub fn started_in(&self) -> Duration {
         self.started_in
@@ -391,6 +428,11 @@ impl Environment {
         client_from(self.kubeconfig()).await
     }
 
+    /// The audit log of Secret reads: `None` on an existing cluster, whose log is not ours.
+    pub fn audit_log(&self) -> Option<&Path> {
+        self.local.as_ref().and_then(ControlPlane::audit_log)
+    }
+
     /// The local control plane, when one was started.
     pub fn control_plane(&self) -> Option<&ControlPlane> {
         self.local.as_ref()
@@ -426,7 +468,12 @@ pub fn shared() -> &'static Environment {
             // one in between, so a failed start is tried again on fresh ports.
             let mut attempt = 1;
             let plane = loop {
-                match runtime.block_on(ControlPlane::start(Options::default())) {
+                // Tests may look at which Secrets were read, and how.
+                let options = Options {
+                    audit: true,
+                    ..Options::default()
+                };
+                match runtime.block_on(ControlPlane::start(options)) {
                     Ok(plane) => break plane,
                     Err(error) if attempt < START_ATTEMPTS => {
                         eprintln!("testenv: start attempt {attempt} failed, retrying: {error:#}");

@@ -153,6 +153,7 @@ async fn serve(files: Files) -> Result<()> {
     let plane = ControlPlane::start(Options {
         controller_manager: true,
         session: "dev",
+        audit: false,
     })
     .await?;
     let api_key: String = {
