@@ -11,12 +11,17 @@ pub fn normalised_name(name: &str) -> String {
         .collect()
 }
 
+/// Whether `segment` can go into a path as itself. URLs drop "." and ".." segments (escaped
+/// or not) and tabs and line breaks anywhere, and an empty segment names nothing: each would
+/// send the request to another path. No Baseten name or team holds a control character.
+fn sendable(segment: &str) -> bool {
+    !matches!(segment, "" | "." | "..") && !segment.chars().any(char::is_control)
+}
+
 /// A path of `segments`, each escaped as a single path segment.
 pub(super) fn escaped_path(segments: &[&str]) -> Result<String, BasetenError> {
     let encoding = || BasetenError::Transport("the request could not be encoded");
-    // URLs drop "." and ".." segments (escaped or not) and an empty one names nothing: any
-    // of them would send the request to another path.
-    if segments.iter().any(|s| matches!(*s, "" | "." | "..")) {
+    if segments.iter().any(|s| !sendable(s)) {
         return Err(encoding());
     }
     let mut url = reqwest::Url::parse("http://path.invalid/").map_err(|_| encoding())?;
@@ -53,7 +58,7 @@ mod tests {
             segments in prop::collection::vec(prop_oneof![".*", "[./%2eE]{0,3}"], 1..4),
         ) {
             let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-            let unsendable = segments.iter().any(|s| matches!(*s, "" | "." | ".."));
+            let unsendable = segments.iter().any(|s| !sendable(s));
             match escaped_path(&segments) {
                 Ok(path) => {
                     prop_assert!(!unsendable, "{}", path);

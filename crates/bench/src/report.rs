@@ -95,6 +95,8 @@ impl Report {
         let peak_restart = figures.second.peak_rss as f64 / MIB;
         let peak = peak_first.max(peak_restart);
         let idle = figures.idle_rss as f64 / MIB;
+        let empty = figures.empty_rss as f64 / MIB;
+        let deleted = figures.deleted_rss as f64 / MIB;
         let cpu_total = figures.first.cpu_seconds + figures.second.cpu_seconds;
         // Issue 9's targets: p99 under 50 ms at N=1000, under 100 ms at N=10 000.
         let p99_target = if params.n > 1000 { 100.0 } else { 50.0 };
@@ -142,6 +144,8 @@ impl Report {
                 "peak_first_process_mib": peak_first,
                 "peak_restarted_process_mib": peak_restart,
                 "idle_mib": idle,
+                "with_no_resource_mib": empty,
+                "after_deleting_every_resource_mib": deleted,
                 "cpu_seconds_total": cpu_total,
                 "cpu_seconds_idle": figures.steady_cpu_seconds,
             },
@@ -205,6 +209,13 @@ impl Report {
                 "< 48 MiB",
                 format!("{peak:.1} MiB (idle {idle:.1} MiB)"),
                 peak < 48.0,
+                false,
+            ),
+            check(
+                "operator RSS after deleting every resource",
+                "< 5 MiB over its RSS with none",
+                format!("{deleted:.1} MiB (with none: {empty:.1} MiB)"),
+                deleted < empty + 5.0,
                 false,
             ),
             check(

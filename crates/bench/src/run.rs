@@ -76,7 +76,14 @@ pub struct Figures {
     pub second: Usage,
     /// RSS at rest (end of the steady state), bytes.
     pub idle_rss: u64,
+    /// RSS of the first process once it watched, before any resource existed, bytes.
+    pub empty_rss: u64,
+    /// RSS of the restarted process after every resource was deleted, bytes.
+    pub deleted_rss: u64,
 }
+
+/// How long the bench waits, after the deletions, for freed memory to go back to the system.
+const RELEASE_WAIT: Duration = Duration::from_secs(15);
 
 /// Requests the operator caused in a span of time.
 #[derive(Clone, Copy, Debug, Default)]
@@ -443,6 +450,9 @@ pub async fn run(params: &Params) -> Result<Figures> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // What the operator holds with no resource at all, to compare with after deleting them.
+    let empty_rss = world.usage().rss;
+
     // 1. Cold convergence.
     eprintln!("bench: creating {} BasetenSecrets", params.n);
     let ready: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -628,6 +638,23 @@ pub async fn run(params: &Params) -> Result<Figures> {
         .iter()
         .filter(|r| r.status == 429)
         .count();
+
+    // 5. Every resource deleted: what the operator kept for them must go.
+    eprintln!("bench: deleting every BasetenSecret");
+    resources
+        .delete_collection(&Default::default(), &Default::default())
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !resources.list(&Default::default()).await?.items.is_empty() {
+        if Instant::now() > deadline {
+            bail!("the BasetenSecrets were not deleted within 5 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    world.wait_quiet(Duration::from_secs(60), false).await?;
+    // jemalloc hands freed pages back to the system after its 10 s decay.
+    tokio::time::sleep(RELEASE_WAIT).await;
+    let deleted_rss = world.usage().rss;
     world.stop_operator();
 
     Ok(Figures {
@@ -649,5 +676,7 @@ pub async fn run(params: &Params) -> Result<Figures> {
         first,
         second,
         idle_rss: at_rest.rss,
+        empty_rss,
+        deleted_rss,
     })
 }
