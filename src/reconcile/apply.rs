@@ -49,7 +49,7 @@ pub async fn apply(
             // Nothing to write, but deletes to retry: the status names what is written.
             let name = current.baseten_name.as_deref().unwrap_or_default();
             let team = current.team_name.as_deref();
-            let retry = to_retry(&current.pending_deletions, name, team);
+            let retry = to_retry(&plan::pending_of(object, current), name, team);
             let failed = act::release_all(object, ctx, &readable.api_key, &retry).await;
             let step = pending::after(step, failed);
             return finish(object, ctx, current, namespace, step).await;

@@ -173,7 +173,7 @@ pub fn write(object: &BasetenSecret, seen: &Seen, read: &Readable) -> Planned {
         unless_exists: object.spec.update_policy == UpdatePolicy::IfNotExists
             && decision == Decision::FirstWrite,
         previous: previous(object, &recall.status),
-        pending: recall.status.pending_deletions.clone(),
+        pending: pending_of(object, &recall.status),
         baseten_name,
     })
 }
@@ -196,6 +196,15 @@ fn previous(object: &BasetenSecret, status: &BasetenSecretStatus) -> Option<Prev
         team_name: status.team_name.clone(),
         baseten_name: status.baseten_name.clone()?,
     })
+}
+
+/// The pending deletions to retry. Under Retain (the policy switched since) nothing is
+/// deleted: the list empties and the names stay in Baseten like any other.
+pub fn pending_of(object: &BasetenSecret, status: &BasetenSecretStatus) -> Vec<PendingDeletion> {
+    match object.spec.deletion_policy {
+        DeletionPolicy::Delete => status.pending_deletions.clone(),
+        DeletionPolicy::Retain => Vec::new(),
+    }
 }
 
 /// Whether a write that landed as `written` under `baseten_name` left `previous` behind:

@@ -538,6 +538,22 @@ fn a_write_carries_the_pending_deletions_and_a_clean_retry_empties_them() {
 }
 
 #[test]
+fn retain_deletes_no_pending_name_and_empties_the_list() {
+    let mut status = written("hf_token", "v1");
+    status.pending_deletions = vec![pending("old")];
+    let mut retain = object();
+    retain.spec.deletion_policy = DeletionPolicy::Retain;
+    let write = planned_write(write(
+        &retain,
+        &seen(recall_with(status.clone())),
+        &readable("v2"),
+    ));
+    assert!(write.pending.is_empty());
+    assert!(pending_of(&retain, &status).is_empty());
+    assert_eq!(pending_of(&object(), &status), [pending("old")]);
+}
+
+#[test]
 fn pending_deletions_keep_a_resource_from_settling() {
     let mut status = written("hf_token", "v1");
     let mut recall = recall_with(status.clone());
