@@ -42,7 +42,8 @@ pub async fn cleanup(object: &BasetenSecret, ctx: &Context, namespace: &str) -> 
         }
         Removal::Delete(names) => names,
     };
-    // The first name is what the deleted-already check remembers.
+    // The first name (removal never returns none) is what the deleted-already check
+    // remembers.
     let first = names[0].baseten_name.clone();
     let step = match api_key(object, ctx).await? {
         Err((_, cause)) => blocked(&recall, &first, &cause),
