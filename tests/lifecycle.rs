@@ -233,6 +233,44 @@ async fn a_rename_whose_old_name_delete_fails_records_the_new_name_and_retries_t
 }
 
 #[tokio::test]
+async fn renamed_back_to_a_pending_name_keeps_it_and_deletes_only_the_other() {
+    let h = Harness::start("life-pending-back").await;
+    h.apply_secret("creds", &[("token", b"v1")], json!({}))
+        .await;
+    let delete = |name: &str| spec("creds", name, DeletionPolicy::Delete, UpdatePolicy::Replace);
+    h.apply_bts("moving", delete("home"), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("moving", "Synced").await;
+
+    h.fault(deletes_fail()).await;
+    h.apply_bts("moving", delete("away"), json!({}))
+        .await
+        .unwrap();
+    h.wait_bts("moving", "away written, home pending", |o| {
+        status_name(o) == Some("away") && pending_names(o) == ["home"]
+    })
+    .await;
+    // Back home: home is wanted again, so it leaves the list; away is pending now.
+    h.apply_bts("moving", delete("home"), json!({}))
+        .await
+        .unwrap();
+    h.wait_bts("moving", "home written, away pending", |o| {
+        status_name(o) == Some("home") && pending_names(o) == ["away"]
+    })
+    .await;
+
+    h.clear_faults().await;
+    h.wait_bts("moving", "no pending deletions", |o| {
+        pending_names(o).is_empty()
+    })
+    .await;
+    h.barrier().await;
+    assert!(h.baseten_secret("away").await.is_none());
+    assert_eq!(h.baseten_secret("home").await.unwrap().value, "v1");
+}
+
+#[tokio::test]
 async fn renamed_twice_while_deletes_fail_then_deleted_leaves_none_of_its_names() {
     let h = Harness::start("life-pending-twice").await;
     h.apply_secret("creds", &[("token", b"v1")], json!({}))

@@ -48,8 +48,12 @@ pub fn after(mut step: Step, failed: Failed) -> Step {
             .iter()
             .map(|p| format!("{:?}", p.baseten_name))
             .collect();
+        let (noun, verb) = match listed.len() {
+            1 => ("name", "delete is"),
+            _ => ("names", "deletes are"),
+        };
         outcome.message = format!(
-            "{}; deleting the previous Baseten name {} failed: {error}; the delete is pending and retried",
+            "{}; deleting the previous Baseten {noun} {} failed: {error}; the {verb} pending and retried",
             outcome.message,
             listed.join(", ")
         );
