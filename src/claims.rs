@@ -4,8 +4,8 @@
 //! A Baseten secret is identified by the API key (an organisation), the team and the
 //! *normalised* name (Baseten treats `a-b`, `a_b` and `a.b` as one). Among the resources that
 //! want one secret, the oldest (creationTimestamp, then namespace/name) wins; the others
-//! write nothing. A resource also *holds* the name it last wrote (its status), so that name is
-//! never deleted from under it.
+//! write nothing. A resource also *holds* the name it last wrote (its status) and the names
+//! it still has to delete (its pending deletions), so none of them is deleted from under it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -153,6 +153,9 @@ struct Entry {
     wants: Option<Target>,
     /// The secret it last wrote, from its status.
     holds: Option<Target>,
+    /// The secrets it wrote and is still to delete (status.pendingDeletions): held too, so
+    /// another resource's cleanup never deletes one while it may be written again here.
+    pending: Vec<Target>,
 }
 
 impl Entry {
@@ -180,10 +183,16 @@ impl Entry {
             Standing::Deleting => holds.clone(),
             Standing::Writing => wants,
         };
+        let pending = status.map_or_else(Vec::new, |s| {
+            (s.pending_deletions.iter())
+                .map(|p| Target::in_team_of(object, &p.baseten_name))
+                .collect()
+        });
         Self {
             claimant,
             wants,
             holds,
+            pending,
         }
     }
 }
@@ -261,11 +270,17 @@ impl Inner {
         if let Some(old) = &previous {
             remove(&mut self.wanted, old.wants.as_ref(), &old.claimant);
             remove(&mut self.held, old.holds_other(), &old.claimant);
+            for pending in &old.pending {
+                remove(&mut self.held, Some(pending), &old.claimant);
+            }
         }
         match entry {
             Some(new) => {
                 add(&mut self.wanted, new.wants.as_ref(), &new.claimant);
                 add(&mut self.held, new.holds_other(), &new.claimant);
+                for pending in &new.pending {
+                    add(&mut self.held, Some(pending), &new.claimant);
+                }
                 self.entries.insert(key, new);
             }
             None => {

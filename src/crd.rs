@@ -213,6 +213,22 @@ pub struct BasetenSecretStatus {
     /// The value of the baseten.co/force-sync annotation that was last honoured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_sync_token: Option<String>,
+
+    /// Baseten secrets this resource wrote and no longer wants (deletionPolicy Delete, after a change of basetenName or team) whose delete failed. Every reconcile retries them, and the resource's own deletion deletes them too; a name another resource uses is dropped from the list, not deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_deletions: Vec<PendingDeletion>,
+}
+
+/// A Baseten secret still to be deleted.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingDeletion {
+    /// Name of the Baseten secret.
+    pub baseten_name: String,
+
+    /// Baseten team that holds it, as Baseten named it; absent: the API key's default team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_name: Option<String>,
 }
 
 /// `namespace/name`, the one string by which the operator's maps key an object of a

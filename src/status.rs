@@ -4,7 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::baseten::{BasetenError, SecretV1};
-use crate::crd::BasetenSecretStatus;
+use crate::crd::{BasetenSecretStatus, PendingDeletion};
 
 /// The condition type this operator maintains.
 pub const READY: &str = "Ready";
@@ -119,6 +119,9 @@ pub struct Outcome {
     pub force_sync_token: Option<String>,
     /// A Baseten secret found under the name and left alone (`updatePolicy: IfNotExists`).
     pub found: Option<SecretV1>,
+    /// The Baseten secrets still to be deleted after this reconcile, when it retried or
+    /// added any; none leaves the list as it was.
+    pub pending: Option<Vec<PendingDeletion>>,
 }
 
 /// A successful upsert.
@@ -159,6 +162,9 @@ pub fn next_status(
         next.team_name = found.team_name.clone();
         next.created_at = Some(found.created_at.clone());
     }
+    if let Some(pending) = &outcome.pending {
+        next.pending_deletions = pending.clone();
+    }
     if let Some(token) = &outcome.force_sync_token {
         next.force_sync_token = Some(token.clone());
     }
@@ -196,6 +202,7 @@ mod tests {
             written: None,
             force_sync_token: None,
             found: None,
+            pending: None,
         }
     }
 

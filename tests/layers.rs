@@ -23,6 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["reconcile/apply", "reconcile/cleanup"],
     &["reconcile/act", "reconcile/record"],
     &["reconcile/plan"],
+    &["reconcile/pending"],
     &["reconcile/step"],
     &["reconcile/gather", "reconcile/decide", "reconcile/retry"],
     &["context", "drift", "server", "telemetry", "watch"],

@@ -175,6 +175,147 @@ async fn delete_removes_what_it_wrote_and_renames_delete_the_old_name_only() {
     );
 }
 
+/// The names status.pendingDeletions lists, sorted.
+fn pending_names(object: &BasetenSecret) -> Vec<String> {
+    let mut names: Vec<String> = (object.status.iter())
+        .flat_map(|s| s.pending_deletions.iter().map(|p| p.baseten_name.clone()))
+        .collect();
+    names.sort();
+    names
+}
+
+fn status_name(object: &BasetenSecret) -> Option<&str> {
+    object.status.as_ref()?.baseten_name.as_deref()
+}
+
+/// Every DELETE Baseten gets fails until the faults are cleared.
+fn deletes_fail() -> serde_json::Value {
+    json!({"path_prefix": "/v1/secrets/", "method": "DELETE", "status": 503, "count": 10_000})
+}
+
+#[tokio::test]
+async fn a_rename_whose_old_name_delete_fails_records_the_new_name_and_retries_the_delete() {
+    let h = Harness::start("life-pending").await;
+    h.apply_secret("creds", &[("token", b"v1")], json!({}))
+        .await;
+    let delete = |name: &str| spec("creds", name, DeletionPolicy::Delete, UpdatePolicy::Replace);
+    h.apply_bts("moving", delete("before-rename"), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("moving", "Synced").await;
+
+    h.fault(deletes_fail()).await;
+    h.apply_bts("moving", delete("after-rename"), json!({}))
+        .await
+        .unwrap();
+    let pending = h
+        .wait_bts("moving", "the new name written, the old one pending", |o| {
+            status_name(o) == Some("after-rename") && pending_names(o) == ["before-rename"]
+        })
+        .await;
+    let ready = pending.ready_condition().unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "Synced")
+    );
+    assert!(ready.message.contains("pending"), "{}", ready.message);
+    assert!(h.baseten_secret("before-rename").await.is_some());
+    assert_eq!(h.baseten_secret("after-rename").await.unwrap().value, "v1");
+
+    h.clear_faults().await;
+    h.wait_bts("moving", "no pending deletions", |o| {
+        status_name(o) == Some("after-rename") && pending_names(o).is_empty()
+    })
+    .await;
+    h.barrier().await;
+    assert!(h.baseten_secret("before-rename").await.is_none());
+    assert_eq!(h.baseten_secret("after-rename").await.unwrap().value, "v1");
+}
+
+#[tokio::test]
+async fn renamed_back_to_a_pending_name_keeps_it_and_deletes_only_the_other() {
+    let h = Harness::start("life-pending-back").await;
+    h.apply_secret("creds", &[("token", b"v1")], json!({}))
+        .await;
+    let delete = |name: &str| spec("creds", name, DeletionPolicy::Delete, UpdatePolicy::Replace);
+    h.apply_bts("moving", delete("home"), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("moving", "Synced").await;
+
+    h.fault(deletes_fail()).await;
+    h.apply_bts("moving", delete("away"), json!({}))
+        .await
+        .unwrap();
+    h.wait_bts("moving", "away written, home pending", |o| {
+        status_name(o) == Some("away") && pending_names(o) == ["home"]
+    })
+    .await;
+    // Back home: home is wanted again, so it leaves the list; away is pending now.
+    h.apply_bts("moving", delete("home"), json!({}))
+        .await
+        .unwrap();
+    h.wait_bts("moving", "home written, away pending", |o| {
+        status_name(o) == Some("home") && pending_names(o) == ["away"]
+    })
+    .await;
+
+    h.clear_faults().await;
+    h.wait_bts("moving", "no pending deletions", |o| {
+        pending_names(o).is_empty()
+    })
+    .await;
+    h.barrier().await;
+    assert!(h.baseten_secret("away").await.is_none());
+    assert_eq!(h.baseten_secret("home").await.unwrap().value, "v1");
+}
+
+#[tokio::test]
+async fn renamed_twice_while_deletes_fail_then_deleted_leaves_none_of_its_names() {
+    let h = Harness::start("life-pending-twice").await;
+    h.apply_secret("creds", &[("token", b"v1")], json!({}))
+        .await;
+    let delete = |name: &str| spec("creds", name, DeletionPolicy::Delete, UpdatePolicy::Replace);
+    h.apply_bts("moving", delete("name-one"), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("moving", "Synced").await;
+
+    h.fault(deletes_fail()).await;
+    h.apply_bts("moving", delete("name-two"), json!({}))
+        .await
+        .unwrap();
+    h.wait_bts("moving", "name-two written, name-one pending", |o| {
+        status_name(o) == Some("name-two") && pending_names(o) == ["name-one"]
+    })
+    .await;
+    h.apply_bts("moving", delete("name-three"), json!({}))
+        .await
+        .unwrap();
+    h.wait_bts("moving", "name-three written, both others pending", |o| {
+        status_name(o) == Some("name-three") && pending_names(o) == ["name-one", "name-two"]
+    })
+    .await;
+    for name in ["name-one", "name-two", "name-three"] {
+        assert!(h.baseten_secret(name).await.is_some(), "{name}");
+    }
+
+    h.bts_api()
+        .delete("moving", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.wait_reason("moving", "DeletionBlocked").await;
+    h.clear_faults().await;
+    h.wait_gone("moving").await;
+    h.barrier().await;
+    for name in ["name-one", "name-two", "name-three"] {
+        assert!(
+            h.baseten_secret(name).await.is_none(),
+            "{name} is left in Baseten"
+        );
+    }
+}
+
 #[tokio::test]
 async fn switching_to_retain_drops_the_finalizer_and_keeps_the_secret() {
     let h = Harness::start("life-switch").await;

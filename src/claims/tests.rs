@@ -1,7 +1,7 @@
 //! Claims followed through watch events: winners, takeovers, relists.
 
 use super::*;
-use crate::crd::{BasetenSecretSpec, BasetenSecretStatus, SecretKeyRef};
+use crate::crd::{BasetenSecretSpec, BasetenSecretStatus, PendingDeletion, SecretKeyRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 fn object(ns: &str, name: &str, created: i64, baseten_name: &str) -> BasetenSecret {
@@ -95,6 +95,39 @@ fn a_resource_being_deleted_wants_nothing_but_holds_what_it_wrote() {
         "leaving",
         "what it wrote stays held until it is gone"
     );
+}
+
+#[test]
+fn pending_deletions_are_held_until_they_leave_the_status() {
+    let claims = Claims::default();
+    let mut moved = object("ml", "moved", 1, "new-name");
+    moved.status = Some(BasetenSecretStatus {
+        baseten_name: Some("new-name".into()),
+        synced_hash: Some("h".into()),
+        pending_deletions: vec![PendingDeletion {
+            baseten_name: "old_name".into(),
+            team_name: None,
+        }],
+        ..Default::default()
+    });
+    let other = object("ml", "other", 2, "elsewhere");
+    apply(&claims, &moved);
+    apply(&claims, &other);
+    let held = Target::named("old-name");
+    let them = Claimant::of(&other);
+    assert_eq!(
+        claims.other_claimant(&held, &them).unwrap().name(),
+        "moved",
+        "nobody else deletes a name still to be deleted here"
+    );
+    assert!(
+        claims
+            .other_claimant(&held, &Claimant::of(&moved))
+            .is_none()
+    );
+    moved.status.as_mut().unwrap().pending_deletions.clear();
+    apply(&claims, &moved);
+    assert!(claims.other_claimant(&held, &them).is_none());
 }
 
 #[test]

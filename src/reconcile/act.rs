@@ -4,15 +4,17 @@
 use secrecy::SecretString;
 use tracing::{debug, info, warn};
 
+use super::pending::{Failed, to_retry};
 use super::plan::{Acted, Write, moved};
 use crate::baseten::{BasetenError, Deleted, SecretV1, TeamV1, normalised_name};
 use crate::claims::{Claimant, Target};
 use crate::context::Context;
-use crate::crd::BasetenSecret;
+use crate::crd::{BasetenSecret, PendingDeletion};
 use crate::credentials::ApiKey;
 
 /// Makes the write: the team first (when one is named), then the existing name (with
-/// IfNotExists), the upsert, and the delete of the previous name when the write moved.
+/// IfNotExists), the upsert, and the deletes of the previous name when the write moved and
+/// of the pending deletions.
 pub async fn write(
     write: &Write,
     object: &BasetenSecret,
@@ -41,20 +43,19 @@ pub async fn write(
         ctx.metrics.wrote();
         let decision = write.decision;
         info!(?decision, baseten_name = %write.baseten_name, "wrote secret to Baseten");
-        let release_failed = match &write.previous {
-            Some(previous) if moved(previous, &secret, &write.baseten_name) => {
-                let team = previous.team_name.as_deref();
-                let old = &previous.baseten_name;
-                match release(object, ctx, api_key, team, old).await {
-                    Ok(_) => None,
-                    Err(error) => {
-                        warn!(error = %error, "deleting the previous Baseten name failed");
-                        Some((old.clone(), error))
-                    }
-                }
+        // After the upsert, so a name is deleted only once its value is under the new
+        // one, and Baseten's answer tells which team the wanted name is in.
+        let mut unwanted: Vec<PendingDeletion> = (write.previous.iter())
+            .filter(|previous| moved(previous, &secret, &write.baseten_name))
+            .cloned()
+            .collect();
+        let team_name = secret.team_name.as_deref();
+        for pending in to_retry(&write.pending, &write.baseten_name, team_name) {
+            if !unwanted.contains(&pending) {
+                unwanted.push(pending);
             }
-            _ => None,
-        };
+        }
+        let release_failed = release_all(object, ctx, api_key, &unwanted).await;
         Ok::<_, BasetenError>(Acted::Written {
             secret,
             release_failed,
@@ -84,6 +85,28 @@ async fn find(
         .await?
         .into_iter()
         .find(|s| normalised_name(&s.name) == wanted))
+}
+
+/// Deletes each of `names`, Baseten secrets `object` wrote and no longer wants (see
+/// [`release`]); returns those whose delete failed.
+pub async fn release_all(
+    object: &BasetenSecret,
+    ctx: &Context,
+    api_key: &ApiKey,
+    names: &[PendingDeletion],
+) -> Failed {
+    let mut failed = Vec::new();
+    for name in names {
+        let team_name = name.team_name.as_deref();
+        match release(object, ctx, api_key, team_name, &name.baseten_name).await {
+            Ok(_) => {}
+            Err(error) => {
+                warn!(error = %error, "deleting a Baseten name no longer wanted failed");
+                failed.push((name.clone(), error));
+            }
+        }
+    }
+    failed
 }
 
 /// What became of a Baseten name this resource no longer wants.

@@ -6,6 +6,7 @@ use tracing::debug;
 
 use super::act;
 use super::gather::{read, seen};
+use super::pending::{self, to_retry};
 use super::plan::{self, Next, Planned};
 use super::record::finish;
 use crate::context::Context;
@@ -41,7 +42,18 @@ pub async fn apply(
     debug!(decision = ?planned.decision(), "decided");
     let write = match planned {
         Planned::Write(write) => write,
-        Planned::UpToDate(step) => return finish(object, ctx, current, namespace, step).await,
+        Planned::UpToDate(step) if current.pending_deletions.is_empty() => {
+            return finish(object, ctx, current, namespace, step).await;
+        }
+        Planned::UpToDate(step) => {
+            // Nothing to write, but deletes to retry: the status names what is written.
+            let name = current.baseten_name.as_deref().unwrap_or_default();
+            let team = current.team_name.as_deref();
+            let retry = to_retry(&plan::pending_of(object, current), name, team);
+            let failed = act::release_all(object, ctx, &readable.api_key, &retry).await;
+            let step = pending::after(step, failed);
+            return finish(object, ctx, current, namespace, step).await;
+        }
         Planned::Waiting(_, step) => {
             // Our own status write re-triggers a reconcile; the same failed write waits for
             // its retry time instead of hammering Baseten.

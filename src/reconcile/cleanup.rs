@@ -7,15 +7,18 @@ use json_patch::{PatchOperation, RemoveOperation, TestOperation};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use tracing::{info, warn};
+use tracing::info;
 
-use super::act::release;
+use super::act::release_all;
 use super::gather::{Recall, api_key, recall};
 use super::record::finish;
 use super::step::{Step, Then, base, outcome};
 use crate::baseten::BasetenError;
 use crate::context::Context;
-use crate::crd::{BasetenSecret, CLEANUP_FINALIZER, DeletionPolicy, SKIP_REMOTE_DELETE_ANNOTATION};
+use crate::crd::{
+    BasetenSecret, CLEANUP_FINALIZER, DeletionPolicy, PendingDeletion,
+    SKIP_REMOTE_DELETE_ANNOTATION,
+};
 use crate::error::Result;
 use crate::memory::Change;
 use crate::status::Reason;
@@ -32,27 +35,24 @@ fn skips_remote_delete(object: &BasetenSecret) -> bool {
 /// finalizer is removed when this returns `Ok`.
 pub async fn cleanup(object: &BasetenSecret, ctx: &Context, namespace: &str) -> Result<Action> {
     let recall = recall(object, ctx);
-    let (team_name, written) = match removal(object, &recall) {
+    let names = match removal(object, &recall) {
         Removal::Keep(why) => {
             info!("{why}");
             return Ok(Action::await_change());
         }
-        Removal::Delete {
-            team_name,
-            baseten_name,
-        } => (team_name, baseten_name),
+        Removal::Delete(names) => names,
     };
+    // The first name (removal never returns none) is what the deleted-already check
+    // remembers.
+    let first = names[0].baseten_name.clone();
     let step = match api_key(object, ctx).await? {
-        Err((_, cause)) => blocked(&recall, &written, &cause),
-        Ok(api_key) => match release(object, ctx, &api_key, team_name.as_deref(), &written).await {
-            Ok(_) => Step::nothing(Change {
-                deleted: Some(written),
+        Err((_, cause)) => blocked(&recall, &first, &cause),
+        Ok(api_key) => match release_all(object, ctx, &api_key, &names).await.pop() {
+            None => Step::nothing(Change {
+                deleted: Some(first),
                 ..base(&recall)
             }),
-            Err(error) => {
-                warn!(error = %error, "deleting the Baseten secret failed");
-                failed(&recall, &written, error)
-            }
+            Some((name, error)) => failed(&recall, &name.baseten_name, error),
         },
     };
     finish(object, ctx, &recall.status, namespace, step).await
@@ -63,13 +63,8 @@ pub async fn cleanup(object: &BasetenSecret, ctx: &Context, namespace: &str) -> 
 enum Removal {
     /// Nothing, for this reason.
     Keep(&'static str),
-    /// Delete the secret it wrote.
-    Delete {
-        /// Its team, as Baseten named it.
-        team_name: Option<String>,
-        /// Its name.
-        baseten_name: String,
-    },
+    /// Delete these: the secret it wrote last, then its pending deletions.
+    Delete(Vec<PendingDeletion>),
 }
 
 fn removal(object: &BasetenSecret, recall: &Recall) -> Removal {
@@ -80,21 +75,25 @@ fn removal(object: &BasetenSecret, recall: &Recall) -> Removal {
         return Removal::Keep("released without deleting the Baseten secret");
     }
     let status = &recall.status;
-    let Some(written) = status
-        .baseten_name
-        .clone()
+    let written = (status.baseten_name.clone())
         .filter(|_| status.synced_hash.is_some())
-    else {
+        .map(|baseten_name| PendingDeletion {
+            baseten_name,
+            team_name: status.team_name.clone(),
+        });
+    let names: Vec<PendingDeletion> = written
+        .into_iter()
+        .chain(status.pending_deletions.iter().cloned())
+        .collect();
+    let Some(first) = names.first() else {
         return Removal::Keep("nothing was written to Baseten; nothing to delete");
     };
-    if recall.memory.deleted.as_deref() == Some(written.as_str()) {
-        // A reconcile that saw the object before the finalizer's removal reached the cache.
+    if recall.memory.deleted.as_deref() == Some(first.baseten_name.as_str()) {
+        // A reconcile that saw the object before the finalizer's removal reached the cache;
+        // it deleted every name.
         return Removal::Keep("the Baseten secret is deleted already");
     }
-    Removal::Delete {
-        team_name: status.team_name.clone(),
-        baseten_name: written,
-    }
+    Removal::Delete(names)
 }
 
 /// The delete needs the API key, and it cannot be used.

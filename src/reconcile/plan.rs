@@ -8,11 +8,14 @@ use kube::ResourceExt;
 
 use super::decide::{Decision, decide};
 use super::gather::{Readable, Recall, Seen};
+use super::pending::{self, Failed, is_other};
 use super::retry::{jittered_by, retry_delay};
 use super::step::{Note, Step, Then, base, concluded, outcome};
-use crate::baseten::{BasetenError, SecretV1, normalised_name};
+use crate::baseten::{BasetenError, SecretV1};
 use crate::claims::Claimant;
-use crate::crd::{BasetenSecret, BasetenSecretStatus, DeletionPolicy, UpdatePolicy};
+use crate::crd::{
+    BasetenSecret, BasetenSecretStatus, DeletionPolicy, PendingDeletion, UpdatePolicy,
+};
 use crate::memory::{Attempt, Change, Drift, Retry};
 use crate::secrets::Unusable;
 use crate::status::{Outcome, Reason, Written};
@@ -51,7 +54,10 @@ pub fn first(object: &BasetenSecret, seen: &Seen) -> Next {
             concluded(recall, None),
         ));
     }
-    let unchanged = recall.settled.is_some() && recall.settled == seen.inputs.seen_fingerprint();
+    // Pending deletions are retried by every reconcile, so they never count as settled.
+    let unchanged = recall.settled.is_some()
+        && recall.settled == seen.inputs.seen_fingerprint()
+        && recall.status.pending_deletions.is_empty();
     if unchanged && recall.memory.drift.is_none() {
         // Typically the echo of our own status write: the Secret is as last read.
         return Next::Unchanged(Step::nothing(base(recall)));
@@ -93,16 +99,12 @@ pub struct Write {
     /// What this resource wrote before, deleted once the write lands under another
     /// name or team (`deletionPolicy: Delete`).
     pub previous: Option<Previous>,
+    /// The status's pending deletions, retried once the write lands.
+    pub pending: Vec<PendingDeletion>,
 }
 
 /// A Baseten secret this resource wrote before.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Previous {
-    /// Its team, as Baseten named it.
-    pub team_name: Option<String>,
-    /// Its name.
-    pub baseten_name: String,
-}
+pub type Previous = PendingDeletion;
 
 /// What planning a write came to.
 // A short-lived return value; boxing the step would only add an allocation.
@@ -171,6 +173,7 @@ pub fn write(object: &BasetenSecret, seen: &Seen, read: &Readable) -> Planned {
         unless_exists: object.spec.update_policy == UpdatePolicy::IfNotExists
             && decision == Decision::FirstWrite,
         previous: previous(object, &recall.status),
+        pending: pending_of(object, &recall.status),
         baseten_name,
     })
 }
@@ -195,13 +198,19 @@ fn previous(object: &BasetenSecret, status: &BasetenSecretStatus) -> Option<Prev
     })
 }
 
+/// The pending deletions to retry. Under Retain (the policy switched since) nothing is
+/// deleted: the list empties and the names stay in Baseten like any other.
+pub fn pending_of(object: &BasetenSecret, status: &BasetenSecretStatus) -> Vec<PendingDeletion> {
+    match object.spec.deletion_policy {
+        DeletionPolicy::Delete => status.pending_deletions.clone(),
+        DeletionPolicy::Retain => Vec::new(),
+    }
+}
+
 /// Whether a write that landed as `written` under `baseten_name` left `previous` behind:
 /// another name (not merely another spelling) or another team.
 pub fn moved(previous: &Previous, written: &SecretV1, baseten_name: &str) -> bool {
-    let other_team = previous.team_name.is_some()
-        && written.team_name.is_some()
-        && previous.team_name != written.team_name;
-    other_team || normalised_name(&previous.baseten_name) != normalised_name(baseten_name)
+    is_other(previous, baseten_name, written.team_name.as_deref())
 }
 
 fn synced(object: &BasetenSecret, baseten_name: &str) -> Outcome {
@@ -222,12 +231,12 @@ pub enum Acted {
     TeamNotFound,
     /// IfNotExists: the name exists and this resource did not write it.
     Exists(SecretV1),
-    /// The value is in Baseten; with the previous name's delete, when one ran.
+    /// The value is in Baseten; with the deletes of the names it no longer wants.
     Written {
         /// Baseten's answer.
         secret: SecretV1,
-        /// The previous name, when deleting it failed.
-        release_failed: Option<(String, BasetenError)>,
+        /// The previous and pending names whose delete failed.
+        release_failed: Failed,
     },
     /// A Baseten call failed.
     Failed(BasetenError),
@@ -270,25 +279,16 @@ pub fn conclude(
             };
             Step::record(exists, concluded(recall, settled))
         }
+        // The write is recorded even when a delete failed: the new name is in Baseten, and
+        // the old one stays in the status's pending deletions, so nothing is forgotten.
         Acted::Written {
-            release_failed: Some((old, error)),
-            ..
-        } => release_failed(recall, &name, &old, error),
-        Acted::Written { secret, .. } => written(object, recall, write, secret, settled),
+            secret,
+            release_failed,
+        } => pending::after(
+            written(object, recall, write, secret, settled),
+            release_failed,
+        ),
     }
-}
-
-/// The write landed, but the name it moved from is still in Baseten: the status keeps the
-/// old name, so the next attempt writes and deletes again.
-fn release_failed(recall: &Recall, name: &str, old: &str, error: BasetenError) -> Step {
-    let message = format!(
-        "wrote Baseten secret {name:?}, but deleting the previous name {old:?} failed: {error}; retrying"
-    );
-    let change = Change {
-        retry: Some(None),
-        ..concluded(recall, None)
-    };
-    Step::record(outcome(Reason::of_baseten_error(&error), message), change).then(Then::Fail(error))
 }
 
 /// The write landed: Baseten's answer goes into the status, and a drift repair is announced.

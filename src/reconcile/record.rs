@@ -252,6 +252,7 @@ mod tests {
             written: None,
             force_sync_token: None,
             found: None,
+            pending: None,
         }
     }
 

@@ -80,6 +80,7 @@ pub fn outcome(reason: Reason, message: String) -> Outcome {
         written: None,
         force_sync_token: None,
         found: None,
+        pending: None,
     }
 }
 

@@ -435,7 +435,7 @@ fn a_write_is_recorded_with_its_hash_and_clears_the_retry() {
     let hash = write.attempt.synced_hash.clone();
     let acted = Acted::Written {
         secret: answer(),
-        release_failed: None,
+        release_failed: Vec::new(),
     };
     let step = conclude(&object(), &seen, &read, write, acted);
     assert_eq!(reason(&step), Reason::Synced);
@@ -459,7 +459,7 @@ fn a_drift_repair_is_announced_and_forgotten() {
     let read = readable("v1");
     let acted = Acted::Written {
         secret: answer(),
-        release_failed: None,
+        release_failed: Vec::new(),
     };
     let step = conclude(&object(), &seen, &read, planned(&seen, &read), acted);
     let note = step.note.expect("an event");
@@ -468,23 +468,138 @@ fn a_drift_repair_is_announced_and_forgotten() {
     assert!(step.change.drift_repaired);
 }
 
+fn pending(name: &str) -> PendingDeletion {
+    PendingDeletion {
+        baseten_name: name.into(),
+        team_name: Some("Default".into()),
+    }
+}
+
 #[test]
-fn a_failed_delete_of_the_previous_name_keeps_the_old_status_and_retries() {
+fn a_failed_delete_of_the_previous_name_records_the_new_write_and_the_pending_delete() {
     let mut renamed = object();
     renamed.spec.baseten_name = Some("new_name".into());
     let seen = seen(recall_with(written("hf_token", "v1")));
     let read = readable("v1");
     let write = planned_write(write(&renamed, &seen, &read));
+    let hash = write.attempt.synced_hash.clone();
     let acted = Acted::Written {
-        secret: answer(),
-        release_failed: Some(("hf_token".into(), BasetenError::Unavailable { status: 502 })),
+        secret: SecretV1 {
+            name: "new_name".into(),
+            ..answer()
+        },
+        release_failed: vec![(
+            pending("hf_token"),
+            BasetenError::Unavailable { status: 502 },
+        )],
     };
     let step = conclude(&renamed, &seen, &read, write, acted);
-    assert_eq!(reason(&step), Reason::BasetenUnavailable);
+    // The value is in Baseten as asked: Ready stays True.
+    assert_eq!(reason(&step), Reason::Synced);
     let outcome = step.outcome.unwrap();
-    assert!(outcome.written.is_none());
+    let written = outcome.written.expect("the new write is recorded");
+    assert_eq!(
+        (written.baseten_name.as_str(), written.synced_hash),
+        ("new_name", hash)
+    );
+    assert_eq!(outcome.pending, Some(vec![pending("hf_token")]));
     assert!(outcome.message.contains("\"new_name\"") && outcome.message.contains("\"hf_token\""));
-    assert!(matches!(step.then, Then::Fail(_)));
+    assert!(outcome.message.contains("pending"), "{}", outcome.message);
+    assert!(matches!(step.then, Then::Fail(_)), "retried with backoff");
     assert!(matches!(step.change.retry, Some(None)));
+    assert_eq!(
+        step.change.settled,
+        Some(None),
+        "the next reconcile reads again"
+    );
+}
+
+#[test]
+fn a_write_carries_the_pending_deletions_and_a_clean_retry_empties_them() {
+    let mut status = written("hf_token", "v1");
+    status.pending_deletions = vec![pending("old")];
+    let seen = seen(recall_with(status));
+    let read = readable("v2");
+    let write = planned(&seen, &read);
+    assert_eq!(write.pending, vec![pending("old")]);
+    let acted = Acted::Written {
+        secret: answer(),
+        release_failed: Vec::new(),
+    };
+    let step = conclude(&object(), &seen, &read, write, acted);
+    let outcome = step.outcome.unwrap();
+    assert_eq!(
+        outcome.pending,
+        Some(Vec::new()),
+        "every delete went through"
+    );
+    assert!(!outcome.message.contains("pending"));
+    assert!(matches!(step.then, Then::AwaitChange));
+}
+
+#[test]
+fn retain_deletes_no_pending_name_and_empties_the_list() {
+    let mut status = written("hf_token", "v1");
+    status.pending_deletions = vec![pending("old")];
+    let mut retain = object();
+    retain.spec.deletion_policy = DeletionPolicy::Retain;
+    let write = planned_write(write(
+        &retain,
+        &seen(recall_with(status.clone())),
+        &readable("v2"),
+    ));
+    assert!(write.pending.is_empty());
+    assert!(pending_of(&retain, &status).is_empty());
+    assert_eq!(pending_of(&object(), &status), [pending("old")]);
+}
+
+#[test]
+fn pending_deletions_keep_a_resource_from_settling() {
+    let mut status = written("hf_token", "v1");
+    let mut recall = recall_with(status.clone());
+    recall.settled = seen(Recall::default()).inputs.seen_fingerprint();
+    assert!(matches!(
+        first(&object(), &seen(recall.clone())),
+        Next::Unchanged(_)
+    ));
+    status.pending_deletions = vec![pending("old")];
+    recall.status = status;
+    assert!(matches!(first(&object(), &seen(recall)), Next::Read));
+}
+
+#[test]
+fn an_up_to_date_resource_retries_its_pending_deletes_until_they_go() {
+    let mut status = written("hf_token", "v1");
+    status.pending_deletions = vec![pending("old"), pending("older")];
+    let seen = seen(recall_with(status));
+    let step = up_to_date(write(&object(), &seen, &readable("v1")));
+    let failed = vec![(pending("older"), BasetenError::Unavailable { status: 503 })];
+    let step = crate::reconcile::pending::after(step, failed);
+    assert_eq!(reason(&step), Reason::Synced);
+    let outcome = step.outcome.as_ref().unwrap();
+    assert_eq!(outcome.pending, Some(vec![pending("older")]));
+    assert!(outcome.message.contains("\"older\"") && !outcome.message.contains("\"old\""));
+    assert!(matches!(step.then, Then::Fail(_)));
     assert_eq!(step.change.settled, Some(None));
+
+    let step = up_to_date(write(&object(), &seen, &readable("v1")));
+    let step = crate::reconcile::pending::after(step, Vec::new());
+    assert_eq!(step.outcome.unwrap().pending, Some(Vec::new()));
+    assert!(matches!(step.then, Then::AwaitChange));
+}
+
+#[test]
+fn a_pending_name_wanted_again_is_dropped_not_deleted() {
+    use crate::reconcile::pending::to_retry;
+    let list = [pending("hf_token"), pending("old")];
+    // A respelling of the wanted name is the wanted secret.
+    assert_eq!(
+        to_retry(&list, "hf-token", Some("Default")),
+        [pending("old")]
+    );
+    assert_eq!(
+        to_retry(&list, "hf_token", Some("ML")),
+        list,
+        "in another team it is another secret"
+    );
 }
