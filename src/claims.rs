@@ -16,9 +16,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use crate::baseten::normalised_name;
-use crate::crd::{
-    BasetenSecret, CLEANUP_FINALIZER, DeletionPolicy, SKIP_REMOTE_DELETE_ANNOTATION, object_key,
-};
+use crate::crd::{BasetenSecret, CLEANUP_FINALIZER, DeletionPolicy, SKIP_REMOTE_DELETE_ANNOTATION};
+use crate::maps::{object_key, shrink};
 
 /// The API key whose secrets a resource writes, as the claims tell keys apart.
 pub const OPERATOR_KEY: &str = "operator";
@@ -285,6 +284,9 @@ impl Inner {
             }
             None => {
                 self.entries.remove(&key);
+                shrink(&mut self.entries);
+                shrink(&mut self.wanted);
+                shrink(&mut self.held);
             }
         }
         let mut requeue = Vec::new();

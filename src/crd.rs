@@ -231,12 +231,6 @@ pub struct PendingDeletion {
     pub team_name: Option<String>,
 }
 
-/// `namespace/name`, the one string by which the operator's maps key an object of a
-/// namespace (neither part can hold a '/').
-pub fn object_key(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
-}
-
 impl BasetenSecret {
     /// The Baseten name this resource targets: spec.basetenName, else metadata.name.
     pub fn desired_baseten_name(&self) -> String {

@@ -16,9 +16,10 @@ use tracing::{debug, info, warn};
 
 use crate::baseten::{SecretV1, normalised_name};
 use crate::claims::key_identity;
-use crate::crd::{BasetenSecret, MAX_REFRESH_INTERVAL, object_key};
+use crate::crd::{BasetenSecret, MAX_REFRESH_INTERVAL};
 use crate::credentials::Credentials;
 use crate::duration::parse_duration;
+use crate::maps::object_key;
 use crate::memory::{Drift, Memories};
 use crate::metrics::Metrics;
 

@@ -6,7 +6,8 @@ use std::sync::Mutex;
 
 use kube::runtime::reflector::ObjectRef;
 
-use crate::crd::{BasetenSecret, object_key};
+use crate::crd::BasetenSecret;
+use crate::maps::{object_key, shrink};
 
 /// An object of a namespace as one string, `namespace/name`: one allocation per key.
 type Key = Box<str>;
@@ -62,6 +63,7 @@ impl Maps {
         entry.readers.retain(|reader| reader.as_ref() != name);
         if entry.readers.is_empty() {
             self.secrets.remove(&key);
+            shrink(&mut self.secrets);
             return true;
         }
         entry.readers.shrink_to_fit();
@@ -70,9 +72,9 @@ impl Maps {
 
     /// Forgets a BasetenSecret; returns the Secrets nobody reads now.
     fn forget(&mut self, namespace: &str, name: &str) -> Vec<Box<str>> {
-        let secrets = (self.resources.remove(&key(namespace, name)))
-            .map(|entry| entry.secrets)
-            .unwrap_or_default();
+        let removed = self.resources.remove(&key(namespace, name));
+        shrink(&mut self.resources);
+        let secrets = (removed).map(|entry| entry.secrets).unwrap_or_default();
         (secrets.into_vec().into_iter())
             .filter(|secret| self.drop_reader(namespace, secret, name))
             .collect()

@@ -16,6 +16,7 @@ pub mod duration;
 pub mod error;
 pub mod hash;
 pub mod index;
+pub mod maps;
 pub mod memory;
 pub mod metrics;
 pub mod process;

@@ -13,7 +13,8 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use tokio::time::Instant;
 
-use crate::crd::{BasetenSecret, BasetenSecretStatus, object_key};
+use crate::crd::{BasetenSecret, BasetenSecretStatus};
+use crate::maps::{object_key, shrink};
 
 /// What a drift check found for one resource.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -241,6 +242,7 @@ impl Memories {
         entry.kept = (!memory.is_empty()).then(|| Box::new(memory));
         if entry.kept.is_none() && entry.settled.is_none() {
             entries.remove(&key);
+            shrink(&mut entries);
         }
     }
 
@@ -250,16 +252,20 @@ impl Memories {
             object.namespace.as_deref().unwrap_or_default(),
             &object.name,
         );
-        self.entries().remove(key.as_str());
+        let mut entries = self.entries();
+        entries.remove(key.as_str());
+        shrink(&mut entries);
     }
 
     /// Drops the entries of resources for which `alive(namespace, name)` is false (after
     /// the watch listed again).
     pub fn retain(&self, alive: impl Fn(&str, &str) -> bool) {
-        (self.entries()).retain(|key, _| {
+        let mut entries = self.entries();
+        entries.retain(|key, _| {
             key.split_once('/')
                 .is_some_and(|(namespace, name)| alive(namespace, name))
         });
+        shrink(&mut entries);
     }
 
     /// How many resources have an entry.

@@ -35,7 +35,9 @@ const LAYERS: &[&[&str]] = &[
     &["baseten/client"],
     &["baseten/limiter", "baseten/names", "baseten/teams"],
     &["baseten/error"],
-    &["crd", "duration", "hash", "metrics", "process", "selector"],
+    &[
+        "crd", "duration", "hash", "maps", "metrics", "process", "selector",
+    ],
 ];
 
 /// Upward imports `(from, to)` tolerated, as warnings, while a reshape is under way: empty,
