@@ -231,6 +231,26 @@ pub struct PendingDeletion {
     pub team_name: Option<String>,
 }
 
+impl BasetenSecretSpec {
+    /// A spec that pushes `key` of Secret `secret` under the resource's name, with every
+    /// other field at its default.
+    pub fn of(secret: &str, key: &str) -> Self {
+        Self {
+            secret_ref: SecretKeyRef {
+                name: secret.into(),
+                key: key.into(),
+            },
+            baseten_name: None,
+            suspend: false,
+            team: None,
+            api_key_ref: None,
+            deletion_policy: DeletionPolicy::default(),
+            update_policy: UpdatePolicy::default(),
+            refresh_interval: None,
+        }
+    }
+}
+
 impl BasetenSecret {
     /// The Baseten name this resource targets: spec.basetenName, else metadata.name.
     pub fn desired_baseten_name(&self) -> String {
@@ -270,19 +290,7 @@ mod tests {
     fn baseten_name_defaults_to_metadata_name() {
         let mut object = BasetenSecret::new(
             "hf-access-token",
-            BasetenSecretSpec {
-                secret_ref: SecretKeyRef {
-                    name: "hf-credentials".into(),
-                    key: "token".into(),
-                },
-                baseten_name: None,
-                suspend: false,
-                team: None,
-                api_key_ref: None,
-                deletion_policy: DeletionPolicy::Retain,
-                update_policy: UpdatePolicy::Replace,
-                refresh_interval: None,
-            },
+            BasetenSecretSpec::of("hf-credentials", "token"),
         );
         assert_eq!(object.desired_baseten_name(), "hf-access-token");
         object.spec.baseten_name = Some("hf_access_token".into());

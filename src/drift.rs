@@ -232,23 +232,15 @@ async fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{BasetenSecretSpec, BasetenSecretStatus, SecretKeyRef};
+    use crate::crd::{BasetenSecretSpec, BasetenSecretStatus};
 
     fn written(name: &str, id: &str) -> BasetenSecret {
         let mut object = BasetenSecret::new(
             "r",
             BasetenSecretSpec {
-                secret_ref: SecretKeyRef {
-                    name: "creds".into(),
-                    key: "token".into(),
-                },
                 baseten_name: Some(name.into()),
-                suspend: false,
-                team: None,
-                api_key_ref: None,
-                deletion_policy: Default::default(),
-                update_policy: Default::default(),
                 refresh_interval: Some("1m".into()),
+                ..BasetenSecretSpec::of("creds", "token")
             },
         );
         object.status = Some(BasetenSecretStatus {

@@ -282,25 +282,10 @@ impl Memories {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{BasetenSecretSpec, SecretKeyRef};
+    use crate::crd::BasetenSecretSpec;
 
     fn object(uid: &str) -> BasetenSecret {
-        let mut object = BasetenSecret::new(
-            "r",
-            BasetenSecretSpec {
-                secret_ref: SecretKeyRef {
-                    name: "creds".into(),
-                    key: "token".into(),
-                },
-                baseten_name: None,
-                suspend: false,
-                team: None,
-                api_key_ref: None,
-                deletion_policy: Default::default(),
-                update_policy: Default::default(),
-                refresh_interval: None,
-            },
-        );
+        let mut object = BasetenSecret::new("r", BasetenSecretSpec::of("creds", "token"));
         object.metadata.namespace = Some("ml".into());
         object.metadata.uid = Some(uid.into());
         object

@@ -1,24 +1,15 @@
 //! Claims followed through watch events: winners, takeovers, relists.
 
 use super::*;
-use crate::crd::{BasetenSecretSpec, BasetenSecretStatus, PendingDeletion, SecretKeyRef};
+use crate::crd::{BasetenSecretSpec, BasetenSecretStatus, PendingDeletion};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 fn object(ns: &str, name: &str, created: i64, baseten_name: &str) -> BasetenSecret {
     let mut object = BasetenSecret::new(
         name,
         BasetenSecretSpec {
-            secret_ref: SecretKeyRef {
-                name: "creds".into(),
-                key: "token".into(),
-            },
             baseten_name: Some(baseten_name.into()),
-            suspend: false,
-            team: None,
-            api_key_ref: None,
-            deletion_policy: Default::default(),
-            update_policy: Default::default(),
-            refresh_interval: None,
+            ..BasetenSecretSpec::of("creds", "token")
         },
     );
     object.metadata.namespace = Some(ns.into());

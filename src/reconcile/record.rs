@@ -221,26 +221,11 @@ fn event(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{BasetenSecretSpec, SecretKeyRef};
+    use crate::crd::BasetenSecretSpec;
     use crate::status::Reason;
 
     fn object() -> BasetenSecret {
-        let mut object = BasetenSecret::new(
-            "hf",
-            BasetenSecretSpec {
-                secret_ref: SecretKeyRef {
-                    name: "creds".into(),
-                    key: "token".into(),
-                },
-                baseten_name: None,
-                suspend: false,
-                team: None,
-                api_key_ref: None,
-                deletion_policy: Default::default(),
-                update_policy: Default::default(),
-                refresh_interval: None,
-            },
-        );
+        let mut object = BasetenSecret::new("hf", BasetenSecretSpec::of("creds", "token"));
         object.metadata.namespace = Some("ml".into());
         object
     }

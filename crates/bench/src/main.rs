@@ -101,8 +101,10 @@ async fn main() -> Result<()> {
         params.updates,
         params.steady.as_secs()
     );
+    // Named before the run: the checkout may move while it runs.
+    let revision = report::git_revision();
     let figures = run::run(&params).await?;
-    let report = report::Report::new(&params, figures);
+    let report = report::Report::new(&params, figures, &revision);
     report.write(&params.out)?;
     println!("{}", report.table());
     eprintln!(

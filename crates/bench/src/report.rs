@@ -53,7 +53,8 @@ fn activity_json(activity: &Activity) -> Value {
     })
 }
 
-fn git_revision() -> String {
+/// The checked-out revision, as the report names the code it measured.
+pub fn git_revision() -> String {
     std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -77,7 +78,7 @@ fn check(figure: &str, target: &str, value: String, met: bool, correctness: bool
 
 impl Report {
     /// Judges the figures of a run with `params`.
-    pub fn new(params: &Params, figures: Figures) -> Self {
+    pub fn new(params: &Params, figures: Figures, revision: &str) -> Self {
         let floor = params.n as f64 / baseten_emulator::DEFAULT_RATE_LIMIT_PER_SECOND as f64;
         let ratio = figures.convergence_seconds / floor;
         let mut latencies = figures.latencies_ms.clone();
@@ -112,7 +113,7 @@ impl Report {
                 "baseten_rate_limit_per_second": baseten_emulator::DEFAULT_RATE_LIMIT_PER_SECOND,
             },
             "machine": crate::probe::machine(),
-            "revision": git_revision(),
+            "revision": revision,
             "date": jiff::Timestamp::now().to_string(),
             "convergence": {
                 "seconds": figures.convergence_seconds,

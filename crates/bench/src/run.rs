@@ -7,7 +7,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use baseten_emulator::{AdminRequest, AdminSecret};
-use baseten_secrets_operator::crd::SecretKeyRef;
 use baseten_secrets_operator::{BasetenSecret, BasetenSecretSpec};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::ByteString;
@@ -380,19 +379,7 @@ where
 
 /// A resource pushing key `value` of the Secret of the same name.
 fn spec_for(name: &str) -> BasetenSecretSpec {
-    BasetenSecretSpec {
-        secret_ref: SecretKeyRef {
-            name: name.to_string(),
-            key: "value".into(),
-        },
-        baseten_name: None,
-        suspend: false,
-        team: None,
-        api_key_ref: None,
-        deletion_policy: Default::default(),
-        update_policy: Default::default(),
-        refresh_interval: None,
-    }
+    BasetenSecretSpec::of(name, "value")
 }
 
 /// Runs every phase and returns what was measured.

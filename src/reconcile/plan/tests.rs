@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::baseten::BasetenClient;
-use crate::crd::{BasetenSecretSpec, SecretKeyRef};
+use crate::crd::BasetenSecretSpec;
 use crate::credentials::ApiKey;
 use crate::hash::HashKey;
 use crate::reconcile::gather::{Inputs, Recall};
@@ -18,17 +18,9 @@ fn object() -> BasetenSecret {
     let mut object = BasetenSecret::new(
         "hf",
         BasetenSecretSpec {
-            secret_ref: SecretKeyRef {
-                name: "creds".into(),
-                key: "token".into(),
-            },
             baseten_name: Some("hf_token".into()),
-            suspend: false,
-            team: None,
-            api_key_ref: None,
             deletion_policy: DeletionPolicy::Delete,
-            update_policy: UpdatePolicy::Replace,
-            refresh_interval: None,
+            ..BasetenSecretSpec::of("creds", "token")
         },
     );
     object.metadata.namespace = Some("ml".into());
