@@ -15,59 +15,12 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
-use crate::baseten::normalised_name;
 use crate::crd::{BasetenSecret, CLEANUP_FINALIZER, DeletionPolicy, SKIP_REMOTE_DELETE_ANNOTATION};
 use crate::maps::{object_key, shrink};
+use target::ByName;
+pub use target::{OPERATOR_KEY, Target, key_identity};
 
-/// The API key whose secrets a resource writes, as the claims tell keys apart.
-pub const OPERATOR_KEY: &str = "operator";
-
-/// How the claims tell API keys apart: the operator's own key, or the Secret key an
-/// apiKeyRef names (keys are not read to build the claims, so two Secrets holding one key
-/// count as two keys).
-pub fn key_identity(object: &BasetenSecret) -> String {
-    match &object.spec.api_key_ref {
-        None => OPERATOR_KEY.to_string(),
-        Some(key_ref) => format!(
-            "secret:{}/{}/{}",
-            object.namespace().unwrap_or_default(),
-            key_ref.name,
-            key_ref.key
-        ),
-    }
-}
-
-/// One Baseten secret: which key's organisation, which team, which normalised name. Held as
-/// one shared string, since every resource's entry and the maps refer to it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Target(Arc<str>);
-
-impl Target {
-    /// The secret `baseten_name` of the operator's key and default team.
-    pub fn named(baseten_name: &str) -> Self {
-        Self::new(OPERATOR_KEY, "", baseten_name)
-    }
-
-    /// The secret `object` is to write.
-    pub fn of(object: &BasetenSecret) -> Self {
-        Self::in_team_of(object, &object.desired_baseten_name())
-    }
-
-    /// The secret `baseten_name` in the team `object` names.
-    pub fn in_team_of(object: &BasetenSecret, baseten_name: &str) -> Self {
-        Self::new(
-            &key_identity(object),
-            object.spec.team.as_deref().unwrap_or_default(),
-            baseten_name,
-        )
-    }
-
-    /// The secret `baseten_name` of team `team` (empty: the default team) of the API key
-    /// identified by `key`.
-    pub fn new(key: &str, team: &str, baseten_name: &str) -> Self {
-        Self(format!("{key}\u{0}{team}\u{0}{}", normalised_name(baseten_name)).into())
-    }
-}
+mod target;
 
 /// A resource in the order that decides conflicts: one deleting the secret first, then the
 /// oldest, then `namespace/name`.
@@ -184,7 +137,11 @@ impl Entry {
         };
         let pending = status.map_or_else(Vec::new, |s| {
             (s.pending_deletions.iter())
-                .map(|p| Target::in_team_of(object, &p.baseten_name))
+                .map(|p| match &p.team_name {
+                    // The team Baseten said it wrote to.
+                    Some(team) => Target::new(&key_identity(object), team, &p.baseten_name),
+                    None => Target::in_team_of(object, &p.baseten_name),
+                })
                 .collect()
         });
         Self {
@@ -204,9 +161,16 @@ fn key(object: &BasetenSecret) -> Key {
     object_key(&object.namespace().unwrap_or_default(), &object.name_any()).into()
 }
 
-/// Claimants per secret, oldest first. Usually one, so a sorted list rather than a tree
-/// (a one-element B-tree allocates room for eleven).
-type ByTarget = HashMap<Target, Vec<Arc<Claimant>>>;
+/// One resource's claim on one target.
+#[derive(Clone, Debug)]
+struct Claim {
+    target: Target,
+    claimant: Arc<Claimant>,
+}
+
+/// Claims per normalised name, first in line first. Usually one, so a sorted list rather
+/// than a tree (a one-element B-tree allocates room for eleven).
+type ByTarget = HashMap<ByName, Vec<Claim>>;
 
 #[derive(Default)]
 struct Inner {
@@ -222,21 +186,30 @@ struct Inner {
 
 fn add(map: &mut ByTarget, target: Option<&Target>, who: &Arc<Claimant>) {
     if let Some(target) = target {
-        let list = map.entry(target.clone()).or_default();
-        let at = list.partition_point(|c| c.as_ref() < who.as_ref());
-        list.insert(at, who.clone());
+        let list = map.entry(ByName(target.clone())).or_default();
+        let at = list.partition_point(|c| c.claimant.as_ref() < who.as_ref());
+        let claim = Claim {
+            target: target.clone(),
+            claimant: who.clone(),
+        };
+        list.insert(at, claim);
     }
 }
 
 fn remove(map: &mut ByTarget, target: Option<&Target>, who: &Claimant) {
     if let Some(target) = target
-        && let Some(list) = map.get_mut(target)
+        && let Some(list) = map.get_mut(target.name())
     {
-        list.retain(|c| c.as_ref() != who);
+        list.retain(|c| !(c.target == *target && c.claimant.as_ref() == who));
         if list.is_empty() {
-            map.remove(target);
+            map.remove(target.name());
         }
     }
+}
+
+/// The claims on `target`'s name, of every spelling.
+fn named<'a>(map: &'a ByTarget, target: &Target) -> impl Iterator<Item = &'a Claim> {
+    map.get(target.name()).into_iter().flatten()
 }
 
 impl Entry {
@@ -250,7 +223,9 @@ impl Entry {
 
 impl Inner {
     fn winner(&self, target: &Target) -> Option<Claimant> {
-        self.wanted.get(target)?.first().map(|c| c.as_ref().clone())
+        named(&self.wanted, target)
+            .find(|c| c.target == *target)
+            .map(|c| c.claimant.as_ref().clone())
     }
 
     /// Sets (or with `None` removes) a resource's entry; returns the resources whose
@@ -292,13 +267,8 @@ impl Inner {
         let mut requeue = Vec::new();
         for (target, before) in touched.iter().zip(winners_before) {
             if self.winner(target) != before {
-                requeue.extend(
-                    self.wanted
-                        .get(target)
-                        .into_iter()
-                        .flatten()
-                        .map(|c| c.object_ref()),
-                );
+                // Every spelling of the name: another may be the same secret.
+                requeue.extend(named(&self.wanted, target).map(|c| c.claimant.object_ref()));
             }
         }
         requeue.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -362,13 +332,39 @@ impl Claims {
     pub fn other_claimant(&self, target: &Target, me: &Claimant) -> Option<Claimant> {
         let inner = self.inner();
         let others = |map: &ByTarget| {
-            map.get(target)
-                .into_iter()
-                .flatten()
-                .find(|c| c.as_ref() != me)
-                .map(|c| c.as_ref().clone())
+            named(map, target)
+                .find(|c| c.target == *target && c.claimant.as_ref() != me)
+                .map(|c| c.claimant.as_ref().clone())
         };
         others(&inner.wanted).or_else(|| others(&inner.held))
+    }
+
+    /// The resources first in line before `me` that want `target`'s name spelled another
+    /// way (another key reference or team spelling), each with its target, first first.
+    pub fn rivals(&self, target: &Target, me: &Claimant) -> Vec<(Target, Claimant)> {
+        named(&self.inner().wanted, target)
+            .filter(|c| c.target != *target && c.claimant.as_ref() < me)
+            .map(|c| (c.target.clone(), c.claimant.as_ref().clone()))
+            .collect()
+    }
+
+    /// The resources other than `me` that want or hold `target`'s name spelled another way,
+    /// each with its target.
+    pub fn spelled_otherwise(&self, target: &Target, me: &Claimant) -> Vec<(Target, Claimant)> {
+        let inner = self.inner();
+        (named(&inner.wanted, target).chain(named(&inner.held, target)))
+            .filter(|c| c.target != *target && c.claimant.as_ref() != me)
+            .map(|c| (c.target.clone(), c.claimant.as_ref().clone()))
+            .collect()
+    }
+
+    /// The resources that want `target`'s name spelled another way: the ones to look again
+    /// once a value landed under it.
+    pub fn to_recheck(&self, target: &Target) -> Vec<ObjectRef<BasetenSecret>> {
+        named(&self.inner().wanted, target)
+            .filter(|c| c.target != *target)
+            .map(|c| c.claimant.object_ref())
+            .collect()
     }
 
     /// How many resources are followed.

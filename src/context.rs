@@ -2,7 +2,11 @@
 
 use std::sync::Arc;
 
+use futures::channel::mpsc::UnboundedSender;
+use kube::runtime::reflector::ObjectRef;
+
 use crate::claims::Claims;
+use crate::crd::BasetenSecret;
 use crate::credentials::Credentials;
 use crate::index::SecretIndex;
 use crate::memory::Memories;
@@ -30,17 +34,20 @@ pub struct Context {
     pub secret_selector: Option<SecretSelector>,
     /// Who publishes the events: this pod's name, else the controller's.
     pub event_instance: String,
+    /// Asks the controller to reconcile another resource.
+    pub requeue: UnboundedSender<ObjectRef<BasetenSecret>>,
 }
 
 impl Context {
     /// The context with an empty index, claims and memory; events report `instance` (the
-    /// pod name) as their source.
+    /// pod name) as their source, and `requeue` reaches the controller.
     pub fn new(
         client: kube::Client,
         credentials: Arc<Credentials>,
         metrics: Arc<Metrics>,
         secret_selector: Option<SecretSelector>,
         instance: Option<String>,
+        requeue: UnboundedSender<ObjectRef<BasetenSecret>>,
     ) -> Self {
         Self {
             client,
@@ -51,6 +58,7 @@ impl Context {
             claims: Claims::default(),
             memories: Arc::default(),
             event_instance: instance.unwrap_or_else(|| FIELD_MANAGER.to_string()),
+            requeue,
         }
     }
 }

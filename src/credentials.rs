@@ -73,12 +73,15 @@ impl Credentials {
         transport: Transport,
         operator_key: &SecretString,
     ) -> anyhow::Result<Self> {
+        let operator = Arc::new(ApiKey::new(base_url, &transport, operator_key)?);
+        // An apiKeyRef holding the operator's key shares its client and limiter.
+        let live = HashMap::from([(operator.hash_key.fingerprint(), Arc::downgrade(&operator))]);
         Ok(Self {
             base_url: base_url.to_string(),
-            operator: RwLock::new(Arc::new(ApiKey::new(base_url, &transport, operator_key)?)),
+            operator: RwLock::new(operator),
             transport,
             operator_generation: AtomicU64::new(0),
-            live: Mutex::default(),
+            live: Mutex::new(live),
             from_secrets: Mutex::default(),
         })
     }
@@ -135,18 +138,37 @@ impl Credentials {
         selector: Option<&SecretSelector>,
         object: &BasetenSecret,
     ) -> Result<std::result::Result<Arc<ApiKey>, Unusable>> {
-        let Some(key_ref) = &object.spec.api_key_ref else {
-            return Ok(Ok(self.operator()));
-        };
-        let namespace = object.namespace().unwrap_or_default();
-        let cache_key = (namespace.clone(), key_ref.name.clone(), key_ref.key.clone());
-        let seen = index.seen_version(&namespace, &key_ref.name);
+        match &object.spec.api_key_ref {
+            None => Ok(Ok(self.operator())),
+            Some(key_ref) => {
+                let namespace = object.namespace().unwrap_or_default();
+                self.for_ref(client, index, selector, &namespace, key_ref)
+                    .await
+            }
+        }
+    }
+
+    /// The key in `key_ref` of a Secret of `namespace`, or why it cannot be used.
+    pub async fn for_ref(
+        &self,
+        client: &kube::Client,
+        index: &SecretIndex,
+        selector: Option<&SecretSelector>,
+        namespace: &str,
+        key_ref: &SecretKeyRef,
+    ) -> Result<std::result::Result<Arc<ApiKey>, Unusable>> {
+        let cache_key = (
+            namespace.to_string(),
+            key_ref.name.clone(),
+            key_ref.key.clone(),
+        );
+        let seen = index.seen_version(namespace, &key_ref.name);
         if let Some((version, key)) = lock(&self.from_secrets).get(&cache_key)
             && seen.as_deref() == Some(version.as_str())
         {
             return Ok(Ok(key.clone()));
         }
-        let (version, key) = match read_key(client, index, selector, &namespace, key_ref).await? {
+        let (version, key) = match read_key(client, index, selector, namespace, key_ref).await? {
             Some(Ok(read)) => read,
             Some(Err(unusable)) => return Ok(Err(unusable)),
             None => {

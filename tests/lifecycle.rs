@@ -1142,3 +1142,149 @@ async fn a_successor_never_loses_its_value_to_a_delete_in_flight() {
         "the delete in flight removed the successor's value"
     );
 }
+
+fn with_key_ref(mut spec: serde_json::Value, secret: &str) -> serde_json::Value {
+    spec["apiKeyRef"] = json!({"name": secret, "key": "apiKey"});
+    spec
+}
+
+#[tokio::test]
+async fn one_baseten_secret_has_one_writer_however_its_team_and_key_are_spelled() {
+    let h = Harness::start("life-identity").await;
+    for (secret, value) in [("a", "value-a"), ("b", "value-b"), ("c", "value-c")] {
+        h.apply_secret(secret, &[("token", value.as_bytes())], json!({}))
+            .await;
+    }
+    h.apply_secret("same-key", &[("apiKey", API_KEY.as_bytes())], json!({}))
+        .await;
+    h.apply_secret(
+        "tenant-key",
+        &[("apiKey", TENANT_KEY.as_bytes())],
+        json!({}),
+    )
+    .await;
+    let retain = |team: Option<&str>, secret: &str, name: &str| {
+        spec_in(
+            team,
+            secret,
+            name,
+            DeletionPolicy::Retain,
+            UpdatePolicy::Replace,
+        )
+    };
+    let conflicts_with = async |name: &str, winner: &str| {
+        let lost = h.wait_reason(name, "Conflict").await;
+        let message = &lost.ready_condition().unwrap().message;
+        assert!(message.contains(&format!("{}/{winner}", h.ns)), "{message}");
+    };
+
+    // A team by name, then the same team by id. (Created in one second, the name decides
+    // who is first: the names sort in the order of creation.)
+    h.apply_bts(
+        "one-by-name",
+        retain(Some(OTHER_TEAM), "a", "in-team"),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    h.wait_reason("one-by-name", "Synced").await;
+    let id = h.team_id(OTHER_TEAM).await;
+    h.apply_bts("two-by-id", retain(Some(&id), "b", "in_team"), json!({}))
+        .await
+        .unwrap();
+    conflicts_with("two-by-id", "one-by-name").await;
+
+    // No team (the key's default), then the default team by name, then the operator's own
+    // key read from a Secret: all one secret.
+    h.apply_bts("p1-plain", retain(None, "a", "plain"), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("p1-plain", "Synced").await;
+    h.apply_bts(
+        "p2-default-by-name",
+        retain(Some("Default Team"), "b", "plain"),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    conflicts_with("p2-default-by-name", "p1-plain").await;
+    let same_key = with_key_ref(retain(None, "c", "plain"), "same-key");
+    h.apply_bts("p3-same-key", same_key, json!({}))
+        .await
+        .unwrap();
+    conflicts_with("p3-same-key", "p1-plain").await;
+    // Another organisation's key: another secret, no conflict.
+    let tenant = with_key_ref(retain(None, "c", "plain"), "tenant-key");
+    h.apply_bts("p4-tenant", tenant, json!({})).await.unwrap();
+    h.wait_reason("p4-tenant", "Synced").await;
+
+    h.barrier().await;
+    let in_team = h.baseten_secret_in(OTHER_TEAM, "in-team").await.unwrap();
+    assert_eq!((in_team.value.as_str(), in_team.writes), ("value-a", 1));
+    let plain = h.baseten_secret("plain").await.unwrap();
+    assert_eq!((plain.value.as_str(), plain.writes), ("value-a", 1));
+    let theirs = h.baseten_secret_of(TENANT_ORG, "plain").await.unwrap();
+    assert_eq!(theirs.value, "value-c");
+
+    // The winner goes: the other spelling takes over by itself.
+    h.bts_api()
+        .delete("one-by-name", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.wait_reason("two-by-id", "Synced").await;
+    h.wait_baseten_in(OTHER_TEAM, "in-team", "the successor's value", |s| {
+        s.value == "value-b"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_team_move_under_delete_leaves_the_old_name_to_the_one_that_took_it_over() {
+    let h = Harness::start("life-team-move").await;
+    h.apply_secret("x", &[("token", b"x value")], json!({}))
+        .await;
+    h.apply_secret("y", &[("token", b"y value")], json!({}))
+        .await;
+    let delete = |team: Option<&str>, secret: &str| {
+        spec_in(
+            team,
+            secret,
+            "moving",
+            DeletionPolicy::Delete,
+            UpdatePolicy::Replace,
+        )
+    };
+    h.apply_bts("mover", delete(Some(OTHER_TEAM), "x"), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("mover", "Synced").await;
+    h.apply_bts("stayer", delete(Some(OTHER_TEAM), "y"), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("stayer", "Conflict").await;
+
+    // The mover leaves the team: the stayer takes the name over there, and the mover's
+    // delete of what it left behind must see that.
+    h.apply_bts("mover", delete(None, "x"), json!({}))
+        .await
+        .unwrap();
+    h.wait_bts("mover", "the move to the default team", |o| {
+        o.status.as_ref().and_then(|s| s.team_name.as_deref()) == Some("Default Team")
+    })
+    .await;
+    h.wait_reason("stayer", "Synced").await;
+    h.barrier().await;
+    let id = h.team_id(OTHER_TEAM).await;
+    let team_deletes: Vec<_> = deletes(&h)
+        .await
+        .into_iter()
+        .filter(|(path, _)| path.contains(&id))
+        .collect();
+    assert!(
+        team_deletes.is_empty(),
+        "the old team's name was deleted from under its new writer: {team_deletes:?}"
+    );
+    let kept = h.baseten_secret_in(OTHER_TEAM, "moving").await.unwrap();
+    assert_eq!(kept.value, "y value");
+    assert_eq!(h.baseten_secret("moving").await.unwrap().value, "x value");
+}

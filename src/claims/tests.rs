@@ -134,3 +134,57 @@ fn a_relist_forgets_resources_deleted_while_the_watch_was_down() {
     assert_eq!(claims.winner(&Target::named("x")).unwrap().name(), "b");
     assert_eq!(claims.len(), 1);
 }
+
+#[test]
+fn a_target_gives_back_its_key_team_and_name() {
+    let mut object = object("ml", "a", 1, "HF-token");
+    object.spec.team = Some("ML Platform".into());
+    object.spec.api_key_ref = Some(crate::crd::SecretKeyRef {
+        name: "baseten-key".into(),
+        key: "apiKey".into(),
+    });
+    let target = Target::of(&object);
+    assert_eq!(target.key(), "secret:ml/baseten-key/apiKey");
+    assert_eq!(target.key_secret(), Some(("ml", "baseten-key", "apiKey")));
+    assert_eq!(target.team(), "ML Platform");
+    assert_eq!(target.name(), "HF_token");
+    let plain = Target::named("x");
+    assert_eq!(
+        (plain.key(), plain.team(), plain.name()),
+        (OPERATOR_KEY, "", "x")
+    );
+    assert_eq!(plain.key_secret(), None);
+}
+
+#[test]
+fn other_spellings_of_a_name_are_rivals_and_requeued_together() {
+    let claims = Claims::default();
+    let mut by_name = object("a", "by-name", 1, "hf_token");
+    by_name.spec.team = Some("ML".into());
+    let mut by_id = object("b", "by-id", 2, "hf-token");
+    by_id.spec.team = Some("team-ml".into());
+    let default = object("c", "default", 3, "hf_token");
+    let elsewhere = object("d", "elsewhere", 0, "other");
+    apply(&claims, &by_name);
+    apply(&claims, &elsewhere);
+    apply(&claims, &by_id);
+    apply(&claims, &default);
+    let rivals = |o: &BasetenSecret| -> Vec<String> {
+        (claims.rivals(&Target::of(o), &Claimant::of(o)).into_iter())
+            .map(|(target, claimant)| format!("{claimant} {}", target.team()))
+            .collect()
+    };
+    assert!(rivals(&by_name).is_empty(), "nobody is before the oldest");
+    assert_eq!(rivals(&by_id), ["a/by-name ML"]);
+    assert_eq!(rivals(&default), ["a/by-name ML", "b/by-id team-ml"]);
+    assert_eq!(
+        names(claims.to_recheck(&Target::of(&by_name))),
+        ["b/by-id", "c/default"]
+    );
+    // Its winner goes: every spelling of the name looks again, not only its own.
+    let requeued = names(claims.observe(&watcher::Event::Delete(by_name.clone())));
+    assert_eq!(requeued, ["b/by-id", "c/default"]);
+    let everyone_else = claims.spelled_otherwise(&Target::of(&default), &Claimant::of(&default));
+    assert_eq!(everyone_else.len(), 1);
+    assert_eq!(everyone_else[0].1.name(), "by-id");
+}

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use futures::channel::mpsc::UnboundedSender;
 use futures::{FutureExt, StreamExt};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -117,7 +118,12 @@ async fn elected(
 }
 
 /// The dependencies of every reconcile; Baseten requests are counted in `metrics`.
-fn context(config: &Config, clients: &Clients, metrics: Arc<Metrics>) -> anyhow::Result<Context> {
+fn context(
+    config: &Config,
+    clients: &Clients,
+    metrics: Arc<Metrics>,
+    requeue: UnboundedSender<ObjectRef<BasetenSecret>>,
+) -> anyhow::Result<Context> {
     let mut transport = config.transport.clone();
     transport.metrics = Some(metrics.clone());
     let credentials = Credentials::new(&config.baseten_url, transport, &config.api_key)?;
@@ -127,6 +133,7 @@ fn context(config: &Config, clients: &Clients, metrics: Arc<Metrics>) -> anyhow:
         metrics,
         config.secret_selector.clone(),
         std::env::var("POD_NAME").ok(),
+        requeue,
     ))
 }
 
@@ -164,8 +171,8 @@ fn background_tasks(
     config: &Config,
     ctx: &Context,
     store: reflector::Store<BasetenSecret>,
-    requeue: futures::channel::mpsc::UnboundedSender<ObjectRef<BasetenSecret>>,
-    key_changed: futures::channel::mpsc::UnboundedSender<()>,
+    requeue: UnboundedSender<ObjectRef<BasetenSecret>>,
+    key_changed: UnboundedSender<()>,
 ) -> Tasks {
     let mut background = Tasks::default();
     if let Some(path) = config.api_key_file.clone() {
@@ -198,8 +205,13 @@ async fn reconcile_until(
 ) -> anyhow::Result<()> {
     let namespaces = streams::namespaces(&config.watch_namespaces);
     streams::check_access(&clients.watches, &namespaces).await?;
-    let ctx = Arc::new(context(&config, &clients, health.metrics.clone())?);
     let (requeue, requeued) = futures::channel::mpsc::unbounded();
+    let ctx = Arc::new(context(
+        &config,
+        &clients,
+        health.metrics.clone(),
+        requeue.clone(),
+    )?);
     let reader = writer.as_reader();
     let resources = streams::resources(
         &clients.watches,

@@ -4,13 +4,16 @@
 use secrecy::SecretString;
 use tracing::{debug, info, warn};
 
+use std::sync::Arc;
+
+use super::identity::{claimant_of, recheck_others};
 use super::pending::{Failed, to_retry};
 use super::plan::{Acted, Write, moved};
 use crate::baseten::{BasetenError, Deleted, SecretV1, TeamV1, normalised_name};
-use crate::claims::{Claimant, Target};
 use crate::context::Context;
 use crate::crd::{BasetenSecret, PendingDeletion};
 use crate::credentials::ApiKey;
+use crate::error::Error;
 
 /// Makes the write: the team first (when one is named), then the existing name (with
 /// IfNotExists), the upsert, and the deletes of the previous name when the write moved and
@@ -19,7 +22,7 @@ pub async fn write(
     write: &Write,
     object: &BasetenSecret,
     ctx: &Context,
-    api_key: &ApiKey,
+    api_key: &Arc<ApiKey>,
     value: &SecretString,
 ) -> Acted {
     let result = async {
@@ -41,6 +44,7 @@ pub async fn write(
             .upsert_in(team_id, &write.baseten_name, value)
             .await?;
         ctx.metrics.wrote();
+        recheck_others(object, ctx);
         let decision = write.decision;
         info!(?decision, baseten_name = %write.baseten_name, "wrote secret to Baseten");
         // After the upsert, so a name is deleted only once its value is under the new
@@ -92,7 +96,7 @@ async fn find(
 pub async fn release_all(
     object: &BasetenSecret,
     ctx: &Context,
-    api_key: &ApiKey,
+    api_key: &Arc<ApiKey>,
     names: &[PendingDeletion],
 ) -> Failed {
     let mut failed = Vec::new();
@@ -119,32 +123,30 @@ pub enum Released {
 }
 
 /// Deletes the Baseten secret `baseten_name` of team `team_name` that `object` wrote,
-/// unless another resource claims it.
+/// unless another resource claims it, however that one spells the key and team.
 pub async fn release(
     object: &BasetenSecret,
     ctx: &Context,
-    api_key: &ApiKey,
+    api_key: &Arc<ApiKey>,
     team_name: Option<&str>,
     baseten_name: &str,
-) -> Result<Released, BasetenError> {
-    if let Some(other) = ctx.claims.other_claimant(
-        &Target::in_team_of(object, baseten_name),
-        &Claimant::of(object),
-    ) {
+) -> Result<Released, Error> {
+    // The team the name was written to, as Baseten named it in its answer.
+    let team = match team_name {
+        None => None,
+        Some(team_name) => match api_key.client.team(Some(team_name)).await? {
+            Some(team) => Some(team),
+            // A lookup that misses proves nothing: the listing may lag or the team may have
+            // been renamed, and its secret may still be there.
+            None => return Err(BasetenError::TeamNotFound(team_name.to_string()).into()),
+        },
+    };
+    // Checked in the team the name is in, which is not spec.team after a move.
+    if let Some(other) = claimant_of(object, ctx, api_key, team.as_ref(), baseten_name).await? {
         info!(baseten_name = %baseten_name, claimed_by = %other, "Baseten secret kept: another resource uses the name");
         return Ok(Released::Claimed(other.to_string()));
     }
-    // The team the name was written to, as Baseten named it in its answer.
-    let team_id = match team_name {
-        None => None,
-        Some(team_name) => match api_key.client.team(Some(team_name)).await? {
-            Some(team) if team.default => None,
-            Some(team) => Some(team.id),
-            // A lookup that misses proves nothing: the listing may lag or the team may have
-            // been renamed, and its secret may still be there.
-            None => return Err(BasetenError::TeamNotFound(team_name.to_string())),
-        },
-    };
+    let team_id = team.filter(|t| !t.default).map(|t| t.id);
     let deleted = api_key
         .client
         .delete_in(team_id.as_deref(), baseten_name)

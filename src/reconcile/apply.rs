@@ -6,6 +6,7 @@ use tracing::debug;
 
 use super::act;
 use super::gather::{read, seen};
+use super::identity::rival;
 use super::pending::{self, to_retry};
 use super::plan::{self, Next, Planned};
 use super::record::finish;
@@ -20,7 +21,10 @@ pub async fn apply(
     namespace: &str,
     name: &str,
 ) -> Result<Action> {
-    let seen = seen(object, ctx, namespace, name);
+    let mut seen = seen(object, ctx, namespace, name);
+    if seen.winner.is_none() && !object.spec.suspend {
+        seen.winner = rival(object, ctx).await?;
+    }
     let current = &seen.recall.status;
     match plan::first(object, &seen) {
         Next::Read => {}

@@ -19,7 +19,7 @@ use crate::crd::{
     BasetenSecret, CLEANUP_FINALIZER, DeletionPolicy, PendingDeletion,
     SKIP_REMOTE_DELETE_ANNOTATION,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::memory::Change;
 use crate::status::Reason;
 
@@ -105,8 +105,8 @@ fn blocked(recall: &Recall, written: &str, cause: &str) -> Step {
 }
 
 /// The delete failed; a throttled one is still under way.
-fn failed(recall: &Recall, written: &str, error: BasetenError) -> Step {
-    let reason = if matches!(error, BasetenError::RateLimited { .. }) {
+fn failed(recall: &Recall, written: &str, error: Error) -> Step {
+    let reason = if matches!(error, Error::Baseten(BasetenError::RateLimited { .. })) {
         Reason::Deleting
     } else {
         Reason::DeletionBlocked

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod cleanup;
 pub mod decide;
 pub mod gather;
+pub mod identity;
 pub mod pending;
 pub mod plan;
 pub mod record;

@@ -2,11 +2,12 @@
 //! to retry, and what a reconcile records after retrying them.
 
 use super::step::{Step, Then};
-use crate::baseten::{BasetenError, normalised_name};
+use crate::baseten::normalised_name;
 use crate::crd::PendingDeletion;
+use crate::error::Error;
 
 /// The deletes that failed in one reconcile, each with its error.
-pub type Failed = Vec<(PendingDeletion, BasetenError)>;
+pub type Failed = Vec<(PendingDeletion, Error)>;
 
 /// Whether `pending` is another Baseten secret than `baseten_name` in team `team_name` (as
 /// Baseten named it): another name (not merely another spelling) or another team.

@@ -339,7 +339,7 @@ fn failed(seen: &Seen, attempt: Attempt, name: &str, error: BasetenError) -> Ste
     );
     // A refused key or request is tried again at its retry time, or on a change.
     let then = if error.is_transient() {
-        Then::Fail(error)
+        Then::Fail(error.into())
     } else {
         Then::Requeue(delay)
     };

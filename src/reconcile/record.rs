@@ -58,7 +58,7 @@ pub async fn finish(
     match then {
         Then::AwaitChange => Ok(Action::await_change()),
         Then::Requeue(delay) => Ok(Action::requeue(delay)),
-        Then::Fail(error) => Err(Error::Baseten(error)),
+        Then::Fail(error) => Err(error),
         Then::Blocked => Err(Error::DeletionBlocked),
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::gather::Recall;
-use crate::baseten::BasetenError;
+use crate::error::Error;
 use crate::memory::Change;
 use crate::status::{Outcome, Reason};
 
@@ -40,8 +40,8 @@ pub enum Then {
     AwaitChange,
     /// After this long.
     Requeue(Duration),
-    /// Baseten failed: the error policy retries at the write's retry time.
-    Fail(BasetenError),
+    /// A call failed: the error policy retries (a Baseten write at its retry time).
+    Fail(Error),
     /// The remote delete cannot run; the status says why.
     Blocked,
 }

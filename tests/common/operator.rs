@@ -729,6 +729,22 @@ impl Harness {
         .await
     }
 
+    /// Polls the emulator until `check` holds for the named secret of team `team_name`.
+    pub async fn wait_baseten_in(
+        &self,
+        team_name: &str,
+        name: &str,
+        what: &str,
+        check: impl Fn(&AdminSecret) -> bool,
+    ) -> AdminSecret {
+        self.poll_until(&format!("{what} of Baseten secret {name}"), async || {
+            let current = self.baseten_secret_in(team_name, name).await;
+            let state = format!("{:?}", current.as_ref().map(|s| (&s.name, s.writes)));
+            (current.filter(|s| check(s)), state)
+        })
+        .await
+    }
+
     /// Events published about the named BasetenSecret.
     pub async fn events_for(&self, name: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
         Api::<k8s_openapi::api::events::v1::Event>::namespaced(self.client.clone(), &self.ns)

@@ -9,6 +9,7 @@ use super::*;
 use crate::baseten::BasetenClient;
 use crate::crd::BasetenSecretSpec;
 use crate::credentials::ApiKey;
+use crate::error::Error;
 use crate::hash::HashKey;
 use crate::reconcile::gather::{Inputs, Recall};
 
@@ -360,7 +361,7 @@ fn a_transient_failure_is_retried_by_the_error_policy_at_its_retry_time() {
     assert!(step.outcome.unwrap().message.contains("HTTP 503"));
     assert!(matches!(
         step.then,
-        Then::Fail(BasetenError::Unavailable { status: 503 })
+        Then::Fail(Error::Baseten(BasetenError::Unavailable { status: 503 }))
     ));
     let retry = step.change.retry.flatten().expect("a retry time");
     assert_eq!(retry.failures, 3);
@@ -482,7 +483,7 @@ fn a_failed_delete_of_the_previous_name_records_the_new_write_and_the_pending_de
         },
         release_failed: vec![(
             pending("hf_token"),
-            BasetenError::Unavailable { status: 502 },
+            BasetenError::Unavailable { status: 502 }.into(),
         )],
     };
     let step = conclude(&renamed, &seen, &read, write, acted);
@@ -565,7 +566,10 @@ fn an_up_to_date_resource_retries_its_pending_deletes_until_they_go() {
     status.pending_deletions = vec![pending("old"), pending("older")];
     let seen = seen(recall_with(status));
     let step = up_to_date(write(&object(), &seen, &readable("v1")));
-    let failed = vec![(pending("older"), BasetenError::Unavailable { status: 503 })];
+    let failed = vec![(
+        pending("older"),
+        BasetenError::Unavailable { status: 503 }.into(),
+    )];
     let step = crate::reconcile::pending::after(step, failed);
     assert_eq!(reason(&step), Reason::Synced);
     let outcome = step.outcome.as_ref().unwrap();
