@@ -47,12 +47,18 @@ pub enum Standing {
 /// Whether `object` is being deleted and will delete what it wrote in Baseten.
 fn deletes_on_cleanup(object: &BasetenSecret) -> bool {
     object.metadata.deletion_timestamp.is_some()
-        && object.spec.deletion_policy == DeletionPolicy::Delete
+        && deletes_what_it_leaves(object)
         && object.finalizers().iter().any(|f| f == CLEANUP_FINALIZER)
         && !object
             .annotations()
             .get(SKIP_REMOTE_DELETE_ANNOTATION)
             .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Whether `object` deletes in Baseten what it wrote and no longer wants (after a rename or
+/// a team move, and its pending deletions).
+fn deletes_what_it_leaves(object: &BasetenSecret) -> bool {
+    object.spec.deletion_policy == DeletionPolicy::Delete
 }
 
 impl Claimant {
@@ -72,6 +78,11 @@ impl Claimant {
     /// Whether it is deleting the secret before it goes.
     pub fn is_deleting(&self) -> bool {
         self.standing == Standing::Deleting
+    }
+
+    /// Whether both are the same resource, whatever their standing.
+    pub fn is(&self, other: &Claimant) -> bool {
+        self.id == other.id
     }
 
     /// Its namespace.
@@ -108,6 +119,11 @@ struct Entry {
     /// The secrets it wrote and is still to delete (status.pendingDeletions): held too, so
     /// another resource's cleanup never deletes one while it may be written again here.
     pending: Vec<Target>,
+    /// Under `Delete`, the secrets it wrote, no longer wants and will delete (the one it
+    /// held before a rename, its pending deletions), with itself ranked as deleting: nobody
+    /// else writes one of them until it is deleted or let go, or the delete would remove
+    /// their value.
+    releases: Option<(Arc<Claimant>, Vec<Target>)>,
 }
 
 impl Entry {
@@ -144,12 +160,33 @@ impl Entry {
                 })
                 .collect()
         });
-        Self {
+        let mut entry = Self {
             claimant,
             wants,
             holds,
             pending,
+            releases: None,
+        };
+        if deletes_what_it_leaves(object) {
+            let releases: Vec<Target> = (entry.holds_other().into_iter())
+                .chain(&entry.pending)
+                .filter(|t| Some(*t) != entry.wants.as_ref())
+                .cloned()
+                .collect();
+            if !releases.is_empty() {
+                let releaser = Claimant {
+                    standing: Standing::Deleting,
+                    ..entry.claimant.as_ref().clone()
+                };
+                entry.releases = Some((Arc::new(releaser), releases));
+            }
         }
+        entry
+    }
+
+    /// The secrets it will delete, each with itself ranked as deleting.
+    fn released(&self) -> impl Iterator<Item = (&Target, &Arc<Claimant>)> {
+        (self.releases.iter()).flat_map(|(who, targets)| targets.iter().map(move |t| (t, who)))
     }
 }
 
@@ -238,7 +275,8 @@ impl Inner {
         let touched: Vec<Target> = [&previous, &entry]
             .into_iter()
             .flatten()
-            .filter_map(|e| e.wants.clone())
+            .flat_map(|e| e.wants.iter().chain(e.released().map(|(t, _)| t)))
+            .cloned()
             .collect();
         let winners_before: Vec<_> = touched.iter().map(|t| self.winner(t)).collect();
         if let Some(old) = &previous {
@@ -247,6 +285,9 @@ impl Inner {
             for pending in &old.pending {
                 remove(&mut self.held, Some(pending), &old.claimant);
             }
+            for (target, who) in old.released() {
+                remove(&mut self.wanted, Some(target), who);
+            }
         }
         match entry {
             Some(new) => {
@@ -254,6 +295,9 @@ impl Inner {
                 add(&mut self.held, new.holds_other(), &new.claimant);
                 for pending in &new.pending {
                     add(&mut self.held, Some(pending), &new.claimant);
+                }
+                for (target, who) in new.released() {
+                    add(&mut self.wanted, Some(target), who);
                 }
                 self.entries.insert(key, new);
             }
@@ -333,7 +377,7 @@ impl Claims {
         let inner = self.inner();
         let others = |map: &ByTarget| {
             named(map, target)
-                .find(|c| c.target == *target && c.claimant.as_ref() != me)
+                .find(|c| c.target == *target && !c.claimant.is(me))
                 .map(|c| c.claimant.as_ref().clone())
         };
         others(&inner.wanted).or_else(|| others(&inner.held))
@@ -343,7 +387,7 @@ impl Claims {
     /// way (another key reference or team spelling), each with its target, first first.
     pub fn rivals(&self, target: &Target, me: &Claimant) -> Vec<(Target, Claimant)> {
         named(&self.inner().wanted, target)
-            .filter(|c| c.target != *target && c.claimant.as_ref() < me)
+            .filter(|c| c.target != *target && c.claimant.as_ref() < me && !c.claimant.is(me))
             .map(|c| (c.target.clone(), c.claimant.as_ref().clone()))
             .collect()
     }
@@ -353,7 +397,7 @@ impl Claims {
     pub fn spelled_otherwise(&self, target: &Target, me: &Claimant) -> Vec<(Target, Claimant)> {
         let inner = self.inner();
         (named(&inner.wanted, target).chain(named(&inner.held, target)))
-            .filter(|c| c.target != *target && c.claimant.as_ref() != me)
+            .filter(|c| c.target != *target && !c.claimant.is(me))
             .map(|c| (c.target.clone(), c.claimant.as_ref().clone()))
             .collect()
     }

@@ -1288,3 +1288,47 @@ async fn a_team_move_under_delete_leaves_the_old_name_to_the_one_that_took_it_ov
     assert_eq!(kept.value, "y value");
     assert_eq!(h.baseten_secret("moving").await.unwrap().value, "x value");
 }
+
+#[tokio::test]
+async fn a_successor_to_a_renamed_away_name_waits_for_its_delete() {
+    let h = Harness::start("life-rename-successor").await;
+    h.apply_secret("old-creds", &[("token", b"old value")], json!({}))
+        .await;
+    h.apply_secret("new-creds", &[("token", b"new value")], json!({}))
+        .await;
+    let delete = |secret: &str, name: &str| {
+        spec(secret, name, DeletionPolicy::Delete, UpdatePolicy::Replace)
+    };
+    h.apply_bts("renamed", delete("old-creds", "left-name"), json!({}))
+        .await
+        .unwrap();
+    h.wait_reason("renamed", "Synced").await;
+
+    // Baseten answers the old name's delete after 3 s: the successor arrives meanwhile.
+    h.fault(json!({"path_prefix": "/v1/secrets", "method": "DELETE", "latency_ms": 3000}))
+        .await;
+    h.apply_bts("renamed", delete("old-creds", "next-name"), json!({}))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    h.apply_bts("successor", delete("new-creds", "left-name"), json!({}))
+        .await
+        .unwrap();
+    let waiting = h.wait_reason("successor", "Conflict").await;
+    let message = &waiting.ready_condition().unwrap().message;
+    assert!(
+        message.contains("being deleted by") && message.contains("/renamed"),
+        "{message}"
+    );
+    h.wait_reason("successor", "Synced").await;
+    h.barrier().await;
+    assert_eq!(
+        h.baseten_secret("left-name").await.map(|s| s.value),
+        Some("new value".to_string()),
+        "the delete in flight removed the successor's value"
+    );
+    assert_eq!(
+        h.baseten_secret("next-name").await.map(|s| s.value),
+        Some("old value".to_string())
+    );
+}

@@ -1,7 +1,7 @@
 //! Claims followed through watch events: winners, takeovers, relists.
 
 use super::*;
-use crate::crd::{BasetenSecretSpec, BasetenSecretStatus, PendingDeletion};
+use crate::crd::{BasetenSecretSpec, BasetenSecretStatus, DeletionPolicy, PendingDeletion};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 fn object(ns: &str, name: &str, created: i64, baseten_name: &str) -> BasetenSecret {
@@ -187,4 +187,42 @@ fn other_spellings_of_a_name_are_rivals_and_requeued_together() {
     let everyone_else = claims.spelled_otherwise(&Target::of(&default), &Claimant::of(&default));
     assert_eq!(everyone_else.len(), 1);
     assert_eq!(everyone_else[0].1.name(), "by-id");
+}
+
+#[test]
+fn under_delete_a_name_left_behind_is_locked_until_it_is_let_go() {
+    let claims = Claims::default();
+    let mut renamed = object("ml", "renamed", 1, "new-name");
+    renamed.spec.deletion_policy = DeletionPolicy::Delete;
+    renamed.status = Some(BasetenSecretStatus {
+        baseten_name: Some("old-name".into()),
+        synced_hash: Some("h".into()),
+        ..Default::default()
+    });
+    let newcomer = object("ml", "newcomer", 2, "old_name");
+    apply(&claims, &renamed);
+    apply(&claims, &newcomer);
+    let old = Target::named("old-name");
+    let winner = claims.winner(&old).unwrap();
+    assert!(winner.is_deleting() && winner.is(&Claimant::of(&renamed)));
+    assert!(
+        claims
+            .other_claimant(&old, &Claimant::of(&renamed))
+            .is_some_and(|c| c.name() == "newcomer"),
+        "its own lock does not stop its own delete"
+    );
+    // Its status moves on: the newcomer is next.
+    renamed.status.as_mut().unwrap().baseten_name = Some("new-name".into());
+    assert_eq!(apply(&claims, &renamed), ["ml/newcomer"]);
+    assert_eq!(claims.winner(&old).unwrap().name(), "newcomer");
+
+    // Under Retain nothing is deleted, so nothing is locked.
+    let mut kept = object("ml", "kept", 0, "elsewhere");
+    kept.status = Some(BasetenSecretStatus {
+        baseten_name: Some("kept-name".into()),
+        synced_hash: Some("h".into()),
+        ..Default::default()
+    });
+    apply(&claims, &kept);
+    assert!(claims.winner(&Target::named("kept-name")).is_none());
 }

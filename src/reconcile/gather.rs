@@ -115,7 +115,7 @@ pub fn seen(object: &BasetenSecret, ctx: &Context, namespace: &str, name: &str) 
     let winner = ctx
         .claims
         .winner(&Target::of(object))
-        .filter(|winner| *winner != Claimant::of(object));
+        .filter(|winner| !winner.is(&Claimant::of(object)));
     Seen {
         recall: recall(object, ctx),
         winner,

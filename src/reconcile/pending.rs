@@ -34,7 +34,7 @@ pub fn to_retry(
 
 /// `step` after the deletes of this reconcile: the ones that failed are the pending list,
 /// the message says so, and the reconcile ends in the first error, so the error policy
-/// retries with backoff. The inputs are not settled while a delete is pending, so the next
+/// retries with a growing backoff. The inputs are not settled while a delete is pending, so the next
 /// reconcile reads and retries again.
 pub fn after(mut step: Step, failed: Failed) -> Step {
     let names: Vec<PendingDeletion> = failed.iter().map(|(p, _)| p.clone()).collect();
@@ -60,5 +60,7 @@ pub fn after(mut step: Step, failed: Failed) -> Step {
         );
     }
     step.change.settled = Some(None);
+    // The failures go on counting, so the error policy backs off while deletes fail.
+    step.change.failures = None;
     step.then(Then::Fail(error))
 }

@@ -68,7 +68,7 @@ pub fn first(object: &BasetenSecret, seen: &Seen) -> Next {
 fn conflict_message(object: &BasetenSecret, winner: &Claimant) -> String {
     if winner.is_deleting() {
         return format!(
-            "Baseten secret {:?} is being deleted by {winner}, which is going away; this resource writes it once that delete is done (annotating {winner} baseten.co/skip-remote-delete=true lets it go without the delete)",
+            "Baseten secret {:?} is being deleted by {winner}, which wrote it and is going away or moved to another name; this resource writes it once that delete is done (a resource going away whose delete is blocked can be annotated baseten.co/skip-remote-delete=true to go without it)",
             object.desired_baseten_name()
         );
     }

@@ -577,6 +577,7 @@ fn an_up_to_date_resource_retries_its_pending_deletes_until_they_go() {
     assert!(outcome.message.contains("\"older\"") && !outcome.message.contains("\"old\""));
     assert!(matches!(step.then, Then::Fail(_)));
     assert_eq!(step.change.settled, Some(None));
+    assert_eq!(step.change.failures, None, "failures go on counting");
 
     let step = up_to_date(write(&object(), &seen, &readable("v1")));
     let step = crate::reconcile::pending::after(step, Vec::new());
