@@ -30,7 +30,7 @@ const LAYERS: &[&[&str]] = &[
     &["context", "drift", "server", "telemetry", "watch"],
     &["credentials"],
     &["claims", "index", "memory"],
-    &["claims/target"],
+    &["claims/claimant", "claims/target"],
     &["config", "secrets"],
     &["error", "status"],
     &["baseten"],

@@ -3,6 +3,7 @@
 use super::*;
 use crate::crd::{BasetenSecretSpec, BasetenSecretStatus, DeletionPolicy, PendingDeletion};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 
 fn object(ns: &str, name: &str, created: i64, baseten_name: &str) -> BasetenSecret {
     let mut object = BasetenSecret::new(
