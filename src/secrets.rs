@@ -109,6 +109,11 @@ pub async fn read_value(
 
 /// Zeroes every value of a Secret read whole, so none outlives the read in freed memory.
 pub fn wipe(mut secret: Secret) {
+    zero(&mut secret);
+}
+
+/// Zeroes every value of `secret` in place and empties it.
+fn zero(secret: &mut Secret) {
     for value in secret.data.iter_mut().flat_map(|data| data.values_mut()) {
         value.0.zeroize();
     }
@@ -207,6 +212,16 @@ fn not_allowed(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_wiped_secret_holds_no_value_bytes() {
+        let mut secret = secret_with(&[("token", b"s3cr3t"), ("other", b"another value")]);
+        zero(&mut secret);
+        let data = secret.data.as_ref().unwrap();
+        assert_eq!(data.len(), 2, "the keys stay, only the values go");
+        // zeroize writes zeros over the whole buffer, then empties it.
+        assert!(data.values().all(|v| v.0.is_empty()));
+    }
 
     fn secret_with(data: &[(&str, &[u8])]) -> Secret {
         Secret {

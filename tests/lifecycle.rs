@@ -306,6 +306,15 @@ async fn renamed_twice_while_deletes_fail_then_deleted_leaves_none_of_its_names(
         .unwrap();
     h.wait_reason("moving", "DeletionBlocked").await;
     h.clear_faults().await;
+    // The failed deletes back off (doubling, up to minutes); a change retries at once.
+    h.bts_api()
+        .patch(
+            "moving",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"retry": "now"}}})),
+        )
+        .await
+        .unwrap();
     h.wait_gone("moving").await;
     h.barrier().await;
     for name in ["name-one", "name-two", "name-three"] {
@@ -1038,6 +1047,8 @@ async fn a_deletion_that_lost_its_api_key_says_so_instead_of_hanging() {
         .delete("baseten-key", &DeleteParams::default())
         .await
         .unwrap();
+    // Seen by the operator before the resource goes (the two watches are not ordered).
+    h.wait_reason("keyed", "ApiKeyNotFound").await;
     h.bts_api()
         .delete("keyed", &DeleteParams::default())
         .await
@@ -1331,4 +1342,46 @@ async fn a_successor_to_a_renamed_away_name_waits_for_its_delete() {
         h.baseten_secret("next-name").await.map(|s| s.value),
         Some("old value".to_string())
     );
+}
+
+#[tokio::test]
+async fn a_team_the_listing_lacks_never_counts_as_deleted() {
+    let mut h = Harness::start("life-team-miss").await;
+    h.apply_secret("creds", &[("token", b"team value")], json!({}))
+        .await;
+    let spec = spec_in(
+        Some(OTHER_TEAM),
+        "creds",
+        "teamed",
+        DeletionPolicy::Delete,
+        UpdatePolicy::Replace,
+    );
+    h.apply_bts("teamed", spec, json!({})).await.unwrap();
+    h.wait_reason("teamed", "Synced").await;
+
+    // As after a rename of the team in Baseten: a fresh process's listing lacks it.
+    h.stop_operator();
+    let default_only =
+        json!({"teams": [{"id": "default-id", "name": "Default Team", "default": true}]});
+    h.fault(json!({"path_prefix": "/v1/teams", "method": "GET", "status": 200, "count": 1000, "body": default_only}))
+        .await;
+    h.start_operator();
+    h.bts_api()
+        .delete("teamed", &DeleteParams::default())
+        .await
+        .unwrap();
+    let blocked = h
+        .wait_bts("teamed", "DeletionBlocked", |o| {
+            o.ready_condition()
+                .is_some_and(|c| c.reason == "DeletionBlocked")
+        })
+        .await;
+    let message = &blocked.ready_condition().unwrap().message;
+    assert!(message.contains(OTHER_TEAM), "{message}");
+    assert!(has_finalizer(&blocked), "the finalizer stays");
+    assert!(
+        h.baseten_secret_in(OTHER_TEAM, "teamed").await.is_some(),
+        "the secret is still in Baseten"
+    );
+    assert!(deletes(&h).await.is_empty(), "no delete was sent");
 }
