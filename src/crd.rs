@@ -132,7 +132,7 @@ pub struct BasetenSecretSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_ref: Option<SecretKeyRef>,
 
-    /// The Baseten team to write to, by name or id (resolved with Baseten's team list). Absent: the API key's default team. Name a team the same way in every resource that writes to it: conflicts between resources are told by the team as written here.
+    /// The Baseten team to write to, by name or id (resolved with Baseten's team list). Absent: the API key's default team. Resources naming one team by name, by id or (for the default team) not at all target the same Baseten secrets: conflicts compare the team's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub team: Option<String>,
