@@ -18,9 +18,10 @@ release:
 controlplane:
 	tests/controlplane/build.sh
 
-## Regenerates the committed CRD from the Rust types.
+## Regenerates the committed CRDs from the Rust types.
 crds:
 	$(CARGO) run --quiet --bin crdgen > crds/basetensecrets.yaml
+	$(CARGO) run --quiet --bin crdgen sets > crds/basetensecretsets.yaml
 
 ## Everything: formatting, lints, unit, contract and integration tests, no leftover processes.
 test: controlplane fmt-check clippy unit-and-integration bench-smoke

@@ -7,9 +7,15 @@
 
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// Eight hex digits of the SHA-256 of `text`: a short, stable tag that keeps generated
+/// names apart (not a secret's hash: it is only ever taken of names).
+pub fn short_hex(text: &str) -> String {
+    hex::encode(&Sha256::digest(text.as_bytes())[..4])
+}
 
 /// Prefix naming the algorithm, so a later change of scheme is recognisable.
 const PREFIX: &str = "hmac-sha256:";

@@ -64,6 +64,26 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason.
+    pub const ALL: [Reason; 16] = [
+        Self::Synced,
+        Self::SecretNotFound,
+        Self::KeyNotFound,
+        Self::InvalidValue,
+        Self::Unauthorized,
+        Self::BasetenRejected,
+        Self::BasetenUnavailable,
+        Self::RateLimited,
+        Self::Suspended,
+        Self::Conflict,
+        Self::TeamNotFound,
+        Self::ApiKeyNotFound,
+        Self::SecretNotAllowed,
+        Self::AlreadyExists,
+        Self::Deleting,
+        Self::DeletionBlocked,
+    ];
+
     /// The reason as written to the condition.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,5 +1,5 @@
-//! The watches: how they list and retry, what is pruned before the cache, and how the
-//! watches of several namespaces become one stream with the meaning of a single watch.
+//! The watches: how they list and retry, and how the watches of several namespaces become
+//! one stream with the meaning of a single watch.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -42,32 +42,6 @@ pub fn watch_backoff() -> ExponentialBackoff {
 
 /// Objects per page of a watch's initial list.
 const WATCH_PAGE_SIZE: u32 = 500;
-
-/// Drops what reconciles never read before an object enters the cache: field managers, the
-/// resourceVersion (the watch has read it, and no write is conditional on it), labels,
-/// owner references, other annotations than this operator's, and spare list capacity.
-pub fn prune(object: &mut BasetenSecret) {
-    let meta = &mut object.metadata;
-    meta.managed_fields = None;
-    meta.resource_version = None;
-    meta.labels = None;
-    meta.owner_references = None;
-    meta.annotations = meta
-        .annotations
-        .take()
-        .map(|all| {
-            all.into_iter()
-                .filter(|(key, _)| key.starts_with(ANNOTATION_PREFIX))
-                .collect::<std::collections::BTreeMap<_, _>>()
-        })
-        .filter(|kept| !kept.is_empty());
-    if let Some(status) = object.status.as_mut() {
-        status.conditions.shrink_to_fit();
-    }
-}
-
-/// Prefix of the annotations this operator reads.
-const ANNOTATION_PREFIX: &str = "baseten.co/";
 
 /// One watch stream of resources.
 pub type Events = BoxStream<'static, watcher::Result<Event<BasetenSecret>>>;

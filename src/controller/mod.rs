@@ -2,6 +2,7 @@
 //! leader election, concurrency and shutdown.
 
 pub mod leader;
+mod sets;
 pub mod streams;
 pub mod tasks;
 
@@ -24,6 +25,7 @@ use crate::drift;
 use crate::metrics::Metrics;
 use crate::reconcile::{error_policy, reconcile};
 use crate::server::{self, Health};
+use crate::sets::context::SetContext;
 use tasks::Tasks;
 
 /// Longest wait for in-flight reconciles after the signal to stop, so the process exits
@@ -137,6 +139,32 @@ fn context(
     ))
 }
 
+/// The set controller, when its CRD is installed, over the resource cache `children`
+/// (filled once `health.ready` is set), until `stop`.
+fn sets_controller(
+    config: &Config,
+    clients: &Clients,
+    namespaces: &streams::Namespaces,
+    children: reflector::Store<BasetenSecret>,
+    health: &Health,
+    stop: Stop,
+) -> impl std::future::Future<Output = ()> + use<> {
+    let ctx = Arc::new(SetContext {
+        client: clients.calls.clone(),
+        children,
+        children_listed: health.ready.clone(),
+        secret_selector: config.secret_selector.clone(),
+        read_by: Default::default(),
+    });
+    let (client, namespaces) = (clients.watches.clone(), namespaces.clone());
+    let concurrency = config.concurrency;
+    async move {
+        if sets::installed(&client, &namespaces).await {
+            sets::run(client, namespaces, ctx, concurrency, stop).await;
+        }
+    }
+}
+
 /// Runs `running` to its end after `stop`, or [`DRAIN_LIMIT`] past `stop` at the most.
 async fn drained(running: impl std::future::Future<Output = ()>, stop: Stop) {
     tokio::select! {
@@ -194,6 +222,14 @@ fn background_tasks(
     background
 }
 
+fn log_start(config: &Config) {
+    info!(
+        namespaces = %if config.watch_namespaces.is_empty() { "*".to_string() } else { config.watch_namespaces.join(",") },
+        concurrency = config.concurrency,
+        "starting controller"
+    );
+}
+
 /// Watches, reconciles and serves until `stop` completes and in-flight reconciles are done
 /// (or [`DRAIN_LIMIT`] has passed).
 async fn reconcile_until(
@@ -230,10 +266,14 @@ async fn reconcile_until(
     );
     let (key_changed, key_changes) = futures::channel::mpsc::unbounded();
     let mut background = background_tasks(&config, &ctx, controller.store(), requeue, key_changed);
-    info!(
-        namespaces = %if config.watch_namespaces.is_empty() { "*".to_string() } else { config.watch_namespaces.join(",") },
-        concurrency = config.concurrency,
-        "starting controller"
+    log_start(&config);
+    let sets_running = sets_controller(
+        &config,
+        &clients,
+        &namespaces,
+        controller.store(),
+        &health,
+        stop.clone(),
     );
     let running = controller
         .watches_stream(secrets, readers_of)
@@ -243,6 +283,7 @@ async fn reconcile_until(
         .graceful_shutdown_on(stop.clone())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move { log_result(result) });
+    let running = futures::future::join(running, sets_running).map(|_| ());
     // The background tasks stop when `background` is dropped, after the drain.
     tokio::select! {
         () = drained(running, stop) => {}

@@ -17,8 +17,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::context::Context;
 use crate::crd::BasetenSecret;
+use crate::prune::prune;
 use crate::selector::SecretSelector;
-use crate::watch::{Events, merge_namespaces, prune, watch_backoff, watch_config};
+use crate::watch::{Events, merge_namespaces, watch_backoff, watch_config};
 
 /// The namespaces to watch: `None` for all of them.
 pub type Namespaces = Vec<Option<String>>;
@@ -32,7 +33,8 @@ pub fn namespaces(watch_namespaces: &[String]) -> Namespaces {
     }
 }
 
-fn api_in<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>
+/// The API of `K` in `namespace`, or in every namespace for `None`.
+pub fn api_in<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
     K::DynamicType: Default,

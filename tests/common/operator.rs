@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use baseten_emulator::{AdminRequest, AdminSecret};
-use baseten_secrets_operator::BasetenSecret;
+use baseten_secrets_operator::{BasetenSecret, BasetenSecretSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
@@ -37,25 +37,26 @@ const RECONCILE_FINISHED: &str = "reconcile finished";
 /// Field manager of the tests' own applies (a stand-in for a GitOps tool).
 const TEST_MANAGER: &str = "integration-test";
 
-/// Installs the CRD generated from the Rust types and waits until it is Established.
+/// Installs the CRDs generated from the Rust types and waits until they are Established.
 pub async fn install_crd(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = BasetenSecret::crd();
-    let name = crd.metadata.name.clone().unwrap();
-    crds.patch(
-        &name,
-        &PatchParams::apply(TEST_MANAGER).force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("apply CRD");
-    tokio::time::timeout(
-        WAIT,
-        await_condition(crds, &name, conditions::is_crd_established()),
-    )
-    .await
-    .expect("CRD established in time")
-    .unwrap();
+    for crd in [BasetenSecret::crd(), BasetenSecretSet::crd()] {
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply(TEST_MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("apply CRD");
+        tokio::time::timeout(
+            WAIT,
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .expect("CRD established in time")
+        .unwrap();
+    }
 }
 
 /// The prefix of every metric the operator serves.
@@ -557,6 +558,61 @@ impl Harness {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
+    /// The BasetenSecretSet API of this test's namespace.
+    pub fn sets_api(&self) -> Api<BasetenSecretSet> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Server-side applies BasetenSecretSet `name` with `spec`, as a user would.
+    pub async fn apply_set(&self, name: &str, spec: Value) -> kube::Result<BasetenSecretSet> {
+        let object = json!({
+            "apiVersion": "baseten.co/v1alpha1", "kind": "BasetenSecretSet",
+            "metadata": {"name": name}, "spec": spec,
+        });
+        self.sets_api()
+            .patch(
+                name,
+                &PatchParams::apply(TEST_MANAGER).force(),
+                &Patch::Apply(&object),
+            )
+            .await
+    }
+
+    /// Polls the BasetenSecretSet until `check` holds.
+    pub async fn wait_set(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&BasetenSecretSet) -> bool,
+    ) -> BasetenSecretSet {
+        self.poll_until(&format!("{what} on set {}/{name}", self.ns), async || {
+            let current = self.sets_api().get_opt(name).await.unwrap();
+            let state = format!("{:?}", current.as_ref().and_then(|o| o.status.as_ref()));
+            (current.filter(|o| check(o)), state)
+        })
+        .await
+    }
+
+    /// Waits until BasetenSecretSet `name` no longer exists.
+    pub async fn wait_no_set(&self, name: &str) {
+        self.poll_until(&format!("set {name} to be gone"), async || {
+            let current = self.sets_api().get_opt(name).await.unwrap();
+            let state = format!("{:?}", current.as_ref().map(|o| &o.metadata.finalizers));
+            (current.is_none().then_some(()), state)
+        })
+        .await
+    }
+
+    /// Waits until the set's Ready reason is `reason`, for its current generation.
+    pub async fn wait_set_reason(&self, name: &str, reason: &str) -> BasetenSecretSet {
+        self.wait_set(name, &format!("Ready reason {reason}"), |o| {
+            let status = o.status.as_ref();
+            o.ready_condition().is_some_and(|c| c.reason == reason)
+                && status.and_then(|s| s.observed_generation) == o.metadata.generation
+        })
+        .await
+    }
+
     /// Probes every 20 ms until the probe finds something; panics after `wait` with the
     /// last state the probe described and the operator's logs.
     async fn poll_until<T>(
@@ -742,6 +798,18 @@ impl Harness {
             let state = format!("{:?}", current.as_ref().map(|s| (&s.name, s.writes)));
             (current.filter(|s| check(s)), state)
         })
+        .await
+    }
+
+    /// Polls the emulator until the operator's default team has no secret `name`.
+    pub async fn poll_gone(&self, name: &str) {
+        self.poll_until(
+            &format!("Baseten secret {name} to be deleted"),
+            async || {
+                let current = self.baseten_secret(name).await;
+                (current.is_none().then_some(()), "still there".to_string())
+            },
+        )
         .await
     }
 

@@ -1,0 +1,50 @@
+//! What a set's reconcile needs: the client, the BasetenSecret cache (its children are in
+//! it), the operator's Secret selector, and which Secrets each set read last.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::crd::BasetenSecret;
+use crate::crd_set::BasetenSecretSet;
+use crate::selector::SecretSelector;
+
+/// Everything a set's reconcile needs.
+pub struct SetContext {
+    /// Kubernetes client.
+    pub client: kube::Client,
+    /// The BasetenSecrets as the operator's cache holds them (the children among them).
+    pub children: Store<BasetenSecret>,
+    /// Whether that cache has been filled once.
+    pub children_listed: Arc<AtomicBool>,
+    /// Labels a Secret needs to be read (`--secret-label-selector`).
+    pub secret_selector: Option<SecretSelector>,
+    /// Secrets (`namespace/name`) each set read last, so that a Secret that stops
+    /// matching a selector still reaches its set.
+    pub read_by: Mutex<HashMap<String, BTreeSet<String>>>,
+}
+
+impl SetContext {
+    /// The sets that read Secret `name` of `namespace` last time.
+    pub fn readers_of(&self, namespace: &str, name: &str) -> Vec<ObjectRef<BasetenSecretSet>> {
+        let key = format!("{namespace}/{name}");
+        let read_by = self.read_by.lock().unwrap_or_else(|p| p.into_inner());
+        (read_by.get(&key).into_iter().flatten())
+            .map(|set| ObjectRef::new(set).within(namespace))
+            .collect()
+    }
+
+    /// Keeps which Secrets `set` read, in place of what it read before.
+    pub fn remember_reads(&self, namespace: &str, set: &str, secrets: &[String]) {
+        let mut read_by = self.read_by.lock().unwrap_or_else(|p| p.into_inner());
+        for readers in read_by.values_mut() {
+            readers.remove(set);
+        }
+        read_by.retain(|_, readers| !readers.is_empty());
+        for secret in secrets {
+            (read_by.entry(format!("{namespace}/{secret}")).or_default()).insert(set.to_string());
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Reconcile one BasetenSecretSet: read the key names of its Secrets, plan its children
+//! (one BasetenSecret per key), apply the ones that differ, delete the ones whose key is
+//! gone, and write the status when it changes. Every per-name behaviour is the children's.
+
+pub mod children;
+pub mod context;
+pub mod naming;
+pub mod report;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::crd::BasetenSecret;
+use crate::crd_set::{BasetenSecretSet, SET_FINALIZER};
+use crate::error::{Error, Result};
+use children::{SET_MANAGER, apply_child, delete_child, is_child_of, read_keys};
+use context::SetContext;
+use naming::{Rules, plan};
+use report::{Found, status_of};
+
+/// How long a set waits for the BasetenSecret cache to be filled before it compares.
+const CACHE_WAIT: Duration = Duration::from_secs(1);
+
+/// Reconciles one set.
+pub async fn reconcile(set: Arc<BasetenSecretSet>, ctx: Arc<SetContext>) -> Result<Action> {
+    let namespace = set
+        .namespace()
+        .ok_or(Error::MissingObjectKey("namespace"))?;
+    let name = set.name_any();
+    let span = info_span!("reconcile_set", namespace = %namespace, name = %name);
+    async {
+        if !ctx.children_listed.load(Ordering::SeqCst) {
+            return Ok(Action::requeue(CACHE_WAIT));
+        }
+        let api: Api<BasetenSecretSet> = Api::namespaced(ctx.client.clone(), &namespace);
+        finalizer(&api, SET_FINALIZER, set, |event| async {
+            match event {
+                Event::Apply(set) => apply(&set, &ctx, &namespace).await,
+                Event::Cleanup(set) => cleanup(&set, &ctx, &namespace).await,
+            }
+        })
+        .await
+        .map_err(|error| Error::Finalizer(Box::new(error)))
+    }
+    .instrument(span)
+    .await
+}
+
+/// Retries a failed set reconcile after a while.
+pub fn error_policy(set: Arc<BasetenSecretSet>, error: &Error, _ctx: Arc<SetContext>) -> Action {
+    warn!(namespace = set.namespace().unwrap_or_default(), name = set.name_any(), error = %error, "set reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// The children of `set` in the cache.
+fn children_of(set: &BasetenSecretSet, ctx: &SetContext) -> Vec<Arc<BasetenSecret>> {
+    let namespace = set.namespace();
+    ctx.children
+        .state()
+        .into_iter()
+        .filter(|o| o.namespace() == namespace && is_child_of(o, set))
+        .collect()
+}
+
+async fn apply(set: &BasetenSecretSet, ctx: &SetContext, namespace: &str) -> Result<Action> {
+    let found = match Rules::of(&set.spec) {
+        Err(why) => Found::InvalidSpec(why),
+        Ok(rules) => match read_keys(set, ctx, namespace).await? {
+            Err(found) => found,
+            Ok(secrets) => {
+                let read: Vec<String> = secrets.iter().map(|(s, _)| s.clone()).collect();
+                ctx.remember_reads(namespace, &set.name_any(), &read);
+                let by_selector = set.spec.secret_selector.is_some();
+                let plan = plan(&set.name_any(), &rules, &secrets, by_selector);
+                let taken = converge(set, ctx, namespace, &plan.children).await?;
+                Found::Planned(plan, taken)
+            }
+        },
+    };
+    let held: Vec<Arc<BasetenSecret>> = children_of(set, ctx);
+    let by_name = |child: &str| held.iter().find(|o| o.name_any() == child).map(Arc::as_ref);
+    let status = status_of(set.meta().generation, &found, by_name, set.status.as_ref());
+    if set.status.as_ref() != Some(&status) {
+        let api: Api<BasetenSecretSet> = Api::namespaced(ctx.client.clone(), namespace);
+        let patch = json!({"status": status});
+        api.patch_status(
+            &set.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    }
+    Ok(Action::await_change())
+}
+
+/// Applies the children of `wanted` that differ and deletes those whose key is gone;
+/// returns the names taken by objects that are not this set's.
+async fn converge(
+    set: &BasetenSecretSet,
+    ctx: &SetContext,
+    namespace: &str,
+    wanted: &[naming::Wanted],
+) -> Result<Vec<String>> {
+    let mut taken = Vec::new();
+    let mut wrote = 0;
+    for want in wanted {
+        let existing = ctx
+            .children
+            .get(&ObjectRef::new(&want.child).within(namespace));
+        if existing.as_ref().is_some_and(|o| !is_child_of(o, set)) {
+            taken.push(want.child.clone());
+            continue;
+        }
+        if apply_child(set, ctx, namespace, want, existing.as_deref()).await? {
+            wrote += 1;
+        }
+    }
+    let keep: BTreeSet<&str> = wanted.iter().map(|w| w.child.as_str()).collect();
+    for child in children_of(set, ctx) {
+        let name = child.name_any();
+        if !keep.contains(name.as_str()) && child.metadata.deletion_timestamp.is_none() {
+            delete_child(ctx, namespace, &name).await?;
+        }
+    }
+    if wrote > 0 {
+        debug!(
+            applied = wrote,
+            manager = SET_MANAGER,
+            "applied BasetenSecrets of the set"
+        );
+    }
+    Ok(taken)
+}
+
+/// The set is going away: its children go too, and their policy decides what happens in
+/// Baseten.
+async fn cleanup(set: &BasetenSecretSet, ctx: &SetContext, namespace: &str) -> Result<Action> {
+    for child in children_of(set, ctx) {
+        if child.metadata.deletion_timestamp.is_none() {
+            delete_child(ctx, namespace, &child.name_any()).await?;
+        }
+    }
+    ctx.remember_reads(namespace, &set.name_any(), &[]);
+    Ok(Action::await_change())
+}

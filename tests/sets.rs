@@ -1,0 +1,354 @@
+//! BasetenSecretSet end to end: one resource pushing many keys through generated
+//! BasetenSecrets. The real operator, control plane and emulator.
+
+mod common;
+
+use baseten_secrets_operator::{BasetenSecret, BasetenSecretSet};
+use common::operator::Harness;
+use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use serde_json::json;
+
+/// The generated BasetenSecrets of set `set`, by name.
+async fn children(h: &Harness, set: &str) -> Vec<BasetenSecret> {
+    let mut children: Vec<BasetenSecret> = h
+        .bts_api()
+        .list(&ListParams::default().labels(&format!("baseten.co/set={set}")))
+        .await
+        .unwrap()
+        .items;
+    children.sort_by_key(|c| c.name_any());
+    children
+}
+
+/// The set's key → Baseten name mapping, as its status shows it.
+fn mapping(set: &BasetenSecretSet) -> Vec<(String, String)> {
+    let keys = set
+        .status
+        .as_ref()
+        .map(|s| s.keys.clone())
+        .unwrap_or_default();
+    keys.into_iter().map(|k| (k.key, k.baseten_name)).collect()
+}
+
+/// How many DELETE requests the emulator has answered.
+async fn baseten_deletes(h: &Harness) -> usize {
+    let requests = h.baseten_requests().await;
+    requests.iter().filter(|r| r.method == "DELETE").count()
+}
+
+fn message(set: &BasetenSecretSet) -> String {
+    set.ready_condition()
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+/// Waits until the set is Ready with exactly `keys` (key, Baseten name) in its status.
+async fn ready_with(h: &Harness, set: &str, keys: &[(&str, &str)]) -> BasetenSecretSet {
+    let wanted: Vec<(String, String)> = keys
+        .iter()
+        .map(|(k, n)| (k.to_string(), n.to_string()))
+        .collect();
+    h.wait_set(set, &format!("Ready with {wanted:?}"), |o| {
+        o.ready_condition().is_some_and(|c| c.status == "True")
+            && o.status.as_ref().and_then(|s| s.observed_generation) == o.metadata.generation
+            && mapping(o) == wanted
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_set_pushes_the_selected_keys_and_follows_keys_added_removed_and_renamed() {
+    let h = Harness::start("set-follow").await;
+    h.apply_secret(
+        "ml-credentials",
+        &[
+            ("HF_TOKEN", b"hf value"),
+            ("OPENAI_API_KEY", b"openai value"),
+            ("UNRELATED", b"x"),
+        ],
+        json!({}),
+    )
+    .await;
+    // The README's example.
+    let spec = json!({
+        "secretName": "ml-credentials",
+        "keys": "^(HF|OPENAI)_",
+        "rewrite": [
+            {"regexp": {"source": "^HF_(.*)$", "target": "hf_$1"}},
+            {"case": "lower"},
+        ],
+        "template": {"deletionPolicy": "Delete"},
+    });
+    h.apply_set("ml-keys", spec).await.unwrap();
+    let set = ready_with(
+        &h,
+        "ml-keys",
+        &[
+            ("HF_TOKEN", "hf_token"),
+            ("OPENAI_API_KEY", "openai_api_key"),
+        ],
+    )
+    .await;
+    let status = set.status.as_ref().unwrap();
+    assert_eq!((status.key_count, status.ready_count), (2, 2));
+    assert_eq!(status.reasons.get("Synced"), Some(&2));
+    assert_eq!(
+        h.baseten_secret("hf_token").await.unwrap().value,
+        "hf value"
+    );
+    assert_eq!(
+        h.baseten_secret("openai_api_key").await.unwrap().value,
+        "openai value"
+    );
+    assert!(h.baseten_secret("unrelated").await.is_none());
+    let generated = children(&h, "ml-keys").await;
+    assert_eq!(generated.len(), 2);
+    for child in &generated {
+        let owner = &child.owner_references()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("BasetenSecretSet", "ml-keys")
+        );
+        assert_eq!(owner.controller, Some(true));
+        assert!(
+            child.name_any().starts_with("ml-keys-"),
+            "{}",
+            child.name_any()
+        );
+        assert_eq!(
+            child.spec.deletion_policy,
+            baseten_secrets_operator::crd::DeletionPolicy::Delete
+        );
+    }
+
+    // A new key, a removed key, a renamed key.
+    h.apply_secret(
+        "ml-credentials",
+        &[
+            ("HF_TOKEN", b"hf value"),
+            ("HF_EXTRA", b"extra value"),
+            ("UNRELATED", b"x"),
+        ],
+        json!({}),
+    )
+    .await;
+    ready_with(
+        &h,
+        "ml-keys",
+        &[("HF_EXTRA", "hf_extra"), ("HF_TOKEN", "hf_token")],
+    )
+    .await;
+    h.wait_baseten("hf_extra", "the new key", |s| s.value == "extra value")
+        .await;
+    h.poll_gone("openai_api_key").await;
+    h.apply_secret(
+        "ml-credentials",
+        &[
+            ("HF_TOKEN", b"hf value"),
+            ("HF_RENAMED", b"extra value"),
+            ("UNRELATED", b"x"),
+        ],
+        json!({}),
+    )
+    .await;
+    ready_with(
+        &h,
+        "ml-keys",
+        &[("HF_RENAMED", "hf_renamed"), ("HF_TOKEN", "hf_token")],
+    )
+    .await;
+    h.poll_gone("hf_extra").await;
+    assert_eq!(children(&h, "ml-keys").await.len(), 2);
+
+    // One value changes: that one secret is written, nothing else.
+    h.barrier().await;
+    let before = h.upsert_requests().await;
+    h.apply_secret(
+        "ml-credentials",
+        &[
+            ("HF_TOKEN", b"rotated"),
+            ("HF_RENAMED", b"extra value"),
+            ("UNRELATED", b"x"),
+        ],
+        json!({}),
+    )
+    .await;
+    h.wait_baseten("hf_token", "the rotated value", |s| s.value == "rotated")
+        .await;
+    h.barrier().await;
+    assert_eq!(h.upsert_requests().await, before + 1);
+
+    // Deleting the set deletes its children, and under Delete their Baseten secrets.
+    h.sets_api()
+        .delete("ml-keys", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.poll_gone("hf_token").await;
+    h.poll_gone("hf_renamed").await;
+    h.wait_no_set("ml-keys").await;
+    assert!(children(&h, "ml-keys").await.is_empty());
+}
+
+#[tokio::test]
+async fn duplicate_names_and_bad_rules_write_nothing_for_the_keys_concerned() {
+    let h = Harness::start("set-bad").await;
+    h.apply_secret(
+        "creds",
+        &[("a-b", b"one"), ("a_b", b"two"), ("fine", b"three")],
+        json!({}),
+    )
+    .await;
+    h.apply_set("dups", json!({"secretName": "creds"}))
+        .await
+        .unwrap();
+    let set = h.wait_set_reason("dups", "DuplicateNames").await;
+    let text = message(&set);
+    assert!(
+        text.contains("creds/a-b") && text.contains("creds/a_b"),
+        "{text}"
+    );
+    h.wait_baseten("fine", "the other key", |s| s.value == "three")
+        .await;
+    h.barrier().await;
+    assert!(h.baseten_secret("a-b").await.is_none() && h.baseten_secret("a_b").await.is_none());
+    assert_eq!(
+        mapping(&h.sets_api().get("dups").await.unwrap()),
+        [("fine".to_string(), "fine".to_string())]
+    );
+
+    // A regular expression that does not compile.
+    h.apply_set(
+        "bad-regex",
+        json!({"secretName": "creds", "keys": "(unclosed"}),
+    )
+    .await
+    .unwrap();
+    let set = h.wait_set_reason("bad-regex", "InvalidSpec").await;
+    assert!(message(&set).contains("spec.keys"), "{}", message(&set));
+    // A rewrite that makes a name Baseten refuses, for one key.
+    let spec = json!({"secretName": "creds", "keys": "^fine$",
+                      "rewrite": [{"regexp": {"source": "fine", "target": "no/slash"}}]});
+    h.apply_set("bad-name", spec).await.unwrap();
+    let set = h.wait_set_reason("bad-name", "InvalidSpec").await;
+    assert!(message(&set).contains("no/slash"), "{}", message(&set));
+    assert!(
+        children(&h, "bad-regex").await.is_empty() && children(&h, "bad-name").await.is_empty()
+    );
+
+    // Both sources, or neither: refused at admission.
+    let both = h
+        .apply_set(
+            "both",
+            json!({"secretName": "creds", "secretSelector": {"matchLabels": {"a": "b"}}}),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        both.to_string()
+            .contains("exactly one of secretName and secretSelector"),
+        "{both}"
+    );
+    let rule = h
+        .apply_set("rule", json!({"secretName": "creds", "rewrite": [{"case": "lower", "regexp": {"source": "a", "target": "b"}}]}))
+        .await
+        .unwrap_err();
+    assert!(
+        rule.to_string().contains("exactly one of regexp and case"),
+        "{rule}"
+    );
+}
+
+#[tokio::test]
+async fn children_are_kept_as_the_set_says_and_a_missing_secret_deletes_nothing() {
+    let h = Harness::start("set-keep").await;
+    h.apply_secret("creds", &[("token", b"v1"), ("other", b"v2")], json!({}))
+        .await;
+    h.apply_set(
+        "keep",
+        json!({"secretName": "creds", "template": {"deletionPolicy": "Delete"}}),
+    )
+    .await
+    .unwrap();
+    ready_with(&h, "keep", &[("other", "other"), ("token", "token")]).await;
+    let child = "keep-token";
+
+    // Edited by hand: put back. Deleted by hand: recreated.
+    h.bts_api()
+        .patch(
+            child,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"basetenName": "hijacked", "suspend": true}})),
+        )
+        .await
+        .unwrap();
+    h.wait_bts(child, "the set's spec back", |o| {
+        o.spec.baseten_name.as_deref() == Some("token") && !o.spec.suspend
+    })
+    .await;
+    let uid = h.bts_api().get(child).await.unwrap().uid();
+    h.bts_api()
+        .delete(child, &DeleteParams::default())
+        .await
+        .unwrap();
+    h.wait_bts(child, "recreated", |o| {
+        o.uid() != uid && o.metadata.deletion_timestamp.is_none()
+    })
+    .await;
+    ready_with(&h, "keep", &[("other", "other"), ("token", "token")]).await;
+
+    // The Secret goes: the set says so and keeps its children; back, it heals without a
+    // delete in Baseten. (The hand-deleted child, under Delete, deleted its secret.)
+    h.barrier().await;
+    let deletes_before = baseten_deletes(&h).await;
+    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(h.client.clone(), &h.ns)
+        .delete("creds", &DeleteParams::default())
+        .await
+        .unwrap();
+    let set = h.wait_set_reason("keep", "SecretNotFound").await;
+    assert!(message(&set).contains("creds"), "{}", message(&set));
+    assert_eq!(children(&h, "keep").await.len(), 2);
+    h.apply_secret("creds", &[("token", b"v1"), ("other", b"v2")], json!({}))
+        .await;
+    ready_with(&h, "keep", &[("other", "other"), ("token", "token")]).await;
+    h.barrier().await;
+    assert_eq!(
+        baseten_deletes(&h).await,
+        deletes_before,
+        "nothing was deleted in Baseten"
+    );
+    assert_eq!(h.baseten_secret("token").await.unwrap().value, "v1");
+}
+
+#[tokio::test]
+async fn a_selector_set_follows_the_labels_of_secrets() {
+    let h = Harness::start("set-selector").await;
+    let push = json!({"baseten.co/push": "true"});
+    h.apply_secret("team-a", &[("token", b"a")], push.clone())
+        .await;
+    h.apply_secret("team-b", &[("token", b"b")], json!({}))
+        .await;
+    let spec = json!({"secretSelector": {"matchLabels": {"baseten.co/push": "true"}}});
+    h.apply_set("labelled", spec).await.unwrap();
+    ready_with(&h, "labelled", &[("token", "team-a_token")]).await;
+    assert_eq!(h.baseten_secret("team-a_token").await.unwrap().value, "a");
+
+    // team-b gains the labels, team-a loses them (Retain: its Baseten secret stays).
+    h.apply_secret("team-b", &[("token", b"b")], push.clone())
+        .await;
+    ready_with(
+        &h,
+        "labelled",
+        &[("token", "team-a_token"), ("token", "team-b_token")],
+    )
+    .await;
+    h.apply_secret("team-a", &[("token", b"a")], json!({}))
+        .await;
+    ready_with(&h, "labelled", &[("token", "team-b_token")]).await;
+    assert_eq!(children(&h, "labelled").await.len(), 1);
+    assert_eq!(h.baseten_secret("team-b_token").await.unwrap().value, "b");
+    assert!(
+        h.baseten_secret("team-a_token").await.is_some(),
+        "Retain keeps it"
+    );
+}
