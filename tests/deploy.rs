@@ -489,6 +489,8 @@ async fn whole_job(h: &Harness, limit: Duration) -> Result<(), String> {
                 h.apply_secret("job", &[("token", b"two")], json!({})).await;
             }
         } else if !stage.starts_with("Synced") && value.as_deref() == Some("two") {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            set_job(h, remaining).await?;
             // Done, and nothing went wrong on the way (a denied watch, say, is retried by
             // listing again, which would get there too, but not without a warning).
             let warnings: Vec<String> = h
@@ -505,6 +507,53 @@ async fn whole_job(h: &Harness, limit: Duration) -> Result<(), String> {
         }
         if Instant::now() > deadline {
             return Err(format!("not within {limit:?}: {stage}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A set's part of the job within `limit`: its BasetenSecrets applied (create, patch), its
+/// status Ready (its finalizer, its status), and the BasetenSecret of a removed key deleted.
+async fn set_job(h: &Harness, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    h.apply_secret("set-job", &[("a", b"1"), ("b", b"2")], json!({}))
+        .await;
+    h.apply_set("set-job", json!({"secretName": "set-job"}))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut removed = false;
+    loop {
+        let set = h
+            .sets_api()
+            .get("set-job")
+            .await
+            .map_err(|e| e.to_string())?;
+        let ready = set.ready_condition().is_some_and(|c| c.status == "True");
+        let children = h
+            .bts_api()
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let generated = children
+            .items
+            .iter()
+            .filter(|c| {
+                c.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("set-job-"))
+            })
+            .count();
+        if !removed && ready && generated == 2 {
+            h.apply_secret("set-job", &[("a", b"1")], json!({})).await;
+            removed = true;
+        } else if removed && generated == 1 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the set's job not done: ready {ready}, {generated} generated, key removed {removed}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
