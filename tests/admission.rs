@@ -50,8 +50,8 @@ async fn install_policy(admin: &Client) {
         .collect();
     assert_eq!(
         shipped.len(),
-        2,
-        "deploy/base ships the policy and its binding"
+        4,
+        "deploy/base ships the policies of both kinds and their bindings"
     );
     testenv::cluster::apply_yaml(admin, &shipped.join("---\n"), "default")
         .await
@@ -559,4 +559,82 @@ async fn the_operator_syncs_and_finalizes_a_resource_of_a_permitted_user_with_th
     );
     let logs = h.operator_logs();
     assert!(!logs.contains("ValidatingAdmissionPolicy"), "{logs}");
+}
+
+fn set(name: &str, spec: Value) -> baseten_secrets_operator::BasetenSecretSet {
+    serde_json::from_value(json!({
+        "apiVersion": "baseten.co/v1alpha1", "kind": "BasetenSecretSet",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_set_needs_the_right_to_read_what_it_names_or_selects() {
+    let admin = common::client().await;
+    install_policy(&admin).await;
+    let ns = common::namespace(&admin, "adm-sets").await;
+    secret(&admin, &ns, "ml-credentials", "hunter2").await;
+    secret(&admin, &ns, "own-key", "tenant-key").await;
+    let user = format!("bob-{ns}");
+    let set_rules = json!([{"apiGroups": ["baseten.co"], "resources": ["basetensecretsets"],
+                            "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}]);
+    grant(&admin, &ns, "set-author", &user_subject(&user), set_rules).await;
+    let bob: Api<baseten_secrets_operator::BasetenSecretSet> =
+        Api::namespaced(client_as(&user).await, &ns);
+    let by_name = json!({"secretName": "ml-credentials"});
+    let outcome = settled(async || {
+        bob.create(&PostParams::default(), &set("by-name", by_name.clone()))
+            .await
+    })
+    .await;
+    let message = refusal(outcome, &ns, "ml-credentials");
+    assert!(
+        message.contains("spec.secretName") && !message.contains("hunter2"),
+        "{message}"
+    );
+
+    // Get on that Secret is enough; its API key Secret needs get too.
+    grant(
+        &admin,
+        &ns,
+        "read",
+        &user_subject(&user),
+        read_rules(&["ml-credentials"]),
+    )
+    .await;
+    eventually(async || {
+        bob.create(&PostParams::default(), &set("by-name", by_name.clone()))
+            .await
+    })
+    .await;
+    let keyed = json!({"secretName": "ml-credentials",
+                       "template": {"apiKeyRef": {"name": "own-key", "key": "token"}}});
+    let outcome = bob
+        .create(&PostParams::default(), &set("keyed", keyed))
+        .await;
+    let message = refusal(outcome, &ns, "own-key");
+    assert!(message.contains("spec.template.apiKeyRef"), "{message}");
+
+    // A selector needs list on Secrets of the namespace.
+    let selected = json!({"secretSelector": {"matchLabels": {"baseten.co/push": "true"}}});
+    let outcome = bob
+        .create(&PostParams::default(), &set("selected", selected.clone()))
+        .await;
+    let Err(kube::Error::Api(status)) = outcome else {
+        panic!("a selector without list on Secrets was let through: {outcome:?}")
+    };
+    assert!(
+        status.message.contains("ValidatingAdmissionPolicy")
+            && status.message.contains("list secrets"),
+        "{}",
+        status.message
+    );
+    let list = json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}]);
+    grant(&admin, &ns, "list", &user_subject(&user), list).await;
+    eventually(async || {
+        bob.create(&PostParams::default(), &set("selected", selected.clone()))
+            .await
+    })
+    .await;
 }

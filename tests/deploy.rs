@@ -753,7 +753,7 @@ fn every_overlay_ships_the_admission_policy_but_the_one_for_clusters_before_1_30
             );
         }
     }
-    // Exactly base without the two objects an older cluster refuses.
+    // Exactly base without the objects an older cluster refuses.
     let without: Vec<_> = rendered("base")
         .into_iter()
         .filter(|d| !kinds.iter().any(|kind| d["kind"] == *kind))
