@@ -5,8 +5,6 @@
 // Each printcolumn repeats `type_ = ...`, which clippy mistakes for a duplicated attribute.
 #![allow(clippy::duplicated_attributes)]
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -191,13 +189,23 @@ pub struct BasetenSecretSetStatus {
     #[serde(default)]
     pub ready_count: i32,
 
-    /// How many generated BasetenSecrets there are by the reason of their Ready condition ("Pending" before their first status).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub reasons: BTreeMap<String, i32>,
+    /// How many generated BasetenSecrets there are by the reason of their Ready condition ("Pending" before their first status), by reason name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<ReasonCount>,
 
     /// Each pushed key, its Baseten name and its BasetenSecret. Names only, never values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<KeyMapping>,
+}
+
+/// How many generated BasetenSecrets have one Ready reason.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReasonCount {
+    /// The reason.
+    pub reason: String,
+    /// How many.
+    pub count: i32,
 }
 
 /// One key of one Secret and where it goes.

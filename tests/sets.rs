@@ -31,6 +31,35 @@ fn mapping(set: &BasetenSecretSet) -> Vec<(String, String)> {
     keys.into_iter().map(|k| (k.key, k.baseten_name)).collect()
 }
 
+/// The writes (create, update, patch, delete) of BasetenSecrets and sets in `ns` the
+/// apiserver audited, but the test barrier's canaries; `None` on a cluster not started here.
+fn writes_in(ns: &str) -> Option<Vec<String>> {
+    let audit = testenv::shared().audit_log()?;
+    let log = std::fs::read_to_string(audit).unwrap_or_default();
+    let writes = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| {
+            let target = &event["objectRef"];
+            event["stage"] == "ResponseComplete"
+                && target["apiGroup"] == "baseten.co"
+                && target["namespace"] == ns
+                && !target["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("canary-")
+        })
+        .map(|event| {
+            let target = &event["objectRef"];
+            format!(
+                "{} {} {}",
+                event["verb"], target["resource"], target["name"]
+            )
+        })
+        .collect();
+    Some(writes)
+}
+
 /// How many DELETE requests the emulator has answered.
 async fn baseten_deletes(h: &Harness) -> usize {
     let requests = h.baseten_requests().await;
@@ -92,7 +121,11 @@ async fn a_set_pushes_the_selected_keys_and_follows_keys_added_removed_and_renam
     .await;
     let status = set.status.as_ref().unwrap();
     assert_eq!((status.key_count, status.ready_count), (2, 2));
-    assert_eq!(status.reasons.get("Synced"), Some(&2));
+    let synced = baseten_secrets_operator::crd_set::ReasonCount {
+        reason: "Synced".into(),
+        count: 2,
+    };
+    assert_eq!(status.reasons, [synced]);
     assert_eq!(
         h.baseten_secret("hf_token").await.unwrap().value,
         "hf value"
@@ -351,4 +384,131 @@ async fn a_selector_set_follows_the_labels_of_secrets() {
         h.baseten_secret("team-a_token").await.is_some(),
         "Retain keeps it"
     );
+}
+
+#[tokio::test]
+async fn at_rest_and_after_a_restart_a_set_writes_nothing_and_no_value_is_logged() {
+    let mut h = Harness::start_with(
+        "set-rest",
+        common::operator::OperatorOptions {
+            rust_log: "trace".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let values: Vec<(String, String)> = (0..5)
+        .map(|i| {
+            (
+                format!("KEY_{i}"),
+                format!("s3cret-value-{i}-{}", rand::random::<u32>()),
+            )
+        })
+        .collect();
+    let data: Vec<(&str, &[u8])> = values
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()))
+        .collect();
+    h.apply_secret("many", &data, json!({})).await;
+    h.apply_set(
+        "rest",
+        json!({"secretName": "many", "rewrite": [{"case": "lower"}]}),
+    )
+    .await
+    .unwrap();
+    let wanted: Vec<(String, String)> = values
+        .iter()
+        .map(|(k, _)| (k.clone(), k.to_lowercase()))
+        .collect();
+    let pairs: Vec<(&str, &str)> = wanted
+        .iter()
+        .map(|(k, n)| (k.as_str(), n.as_str()))
+        .collect();
+    ready_with(&h, "rest", &pairs).await;
+    h.barrier().await;
+    let versions = async |h: &Harness| {
+        let set = h.sets_api().get("rest").await.unwrap();
+        let mut all = vec![set.resource_version()];
+        all.extend(
+            children(h, "rest")
+                .await
+                .iter()
+                .map(|c| c.resource_version()),
+        );
+        all
+    };
+    let before = versions(&h).await;
+    let upserts = h.upsert_requests().await;
+
+    let writes_before = writes_in(&h.ns);
+    h.stop_operator();
+    h.start_operator();
+    h.poll_until_logged("rest", "set reconcile finished").await;
+    h.barrier().await;
+    assert_eq!(
+        versions(&h).await,
+        before,
+        "nothing was written to the apiserver"
+    );
+    match (writes_before, writes_in(&h.ns)) {
+        (Some(before), Some(after)) => assert_eq!(after, before, "no write after the restart"),
+        _ => eprintln!("USE_EXISTING_CLUSTER: no audit log of ours; writes not counted"),
+    }
+    assert_eq!(
+        h.upsert_requests().await,
+        upserts,
+        "nothing was written to Baseten"
+    );
+
+    let logs = h.operator_logs();
+    let set = serde_json::to_string(&h.sets_api().get("rest").await.unwrap()).unwrap();
+    let kids = serde_json::to_string(&children(&h, "rest").await).unwrap();
+    let events = serde_json::to_string(&h.events_for("rest").await).unwrap();
+    for (_, value) in &values {
+        for (what, text) in [
+            ("log", &logs),
+            ("set", &set),
+            ("children", &kids),
+            ("events", &events),
+        ] {
+            assert!(!text.contains(value.as_str()), "a value in the {what}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_keys_under_retain_stay_in_baseten_when_the_set_goes() {
+    let h = Harness::start("set-thousand").await;
+    let data: Vec<(String, String)> = (0..1000)
+        .map(|i| (format!("key-{i:04}"), format!("value {i}")))
+        .collect();
+    let pairs: Vec<(&str, &[u8])> = data
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()))
+        .collect();
+    h.apply_secret("big", &pairs, json!({})).await;
+    h.apply_set("thousand", json!({"secretName": "big"}))
+        .await
+        .unwrap();
+    h.wait_set("thousand", "1000 keys Ready", |o| {
+        o.status
+            .as_ref()
+            .is_some_and(|s| s.key_count == 1000 && s.ready_count == 1000)
+    })
+    .await;
+    assert_eq!(h.baseten_secrets().await.len(), 1000);
+    assert_eq!(
+        h.baseten_secret("key-0999").await.unwrap().value,
+        "value 999"
+    );
+
+    h.sets_api()
+        .delete("thousand", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.wait_no_set("thousand").await;
+    h.barrier().await;
+    assert!(children(&h, "thousand").await.is_empty());
+    // Retain (the default): every Baseten secret stays.
+    assert_eq!(baseten_deletes(&h).await, 0);
+    assert!(h.baseten_secret("key-0000").await.is_some());
 }

@@ -42,15 +42,19 @@ pub async fn reconcile(set: Arc<BasetenSecretSet>, ctx: Arc<SetContext>) -> Resu
         if !ctx.children_listed.load(Ordering::SeqCst) {
             return Ok(Action::requeue(CACHE_WAIT));
         }
+        // Tests count these two lines, as those of the BasetenSecret reconciles.
+        debug!("set reconcile started");
         let api: Api<BasetenSecretSet> = Api::namespaced(ctx.client.clone(), &namespace);
-        finalizer(&api, SET_FINALIZER, set, |event| async {
+        let result = finalizer(&api, SET_FINALIZER, set, |event| async {
             match event {
                 Event::Apply(set) => apply(&set, &ctx, &namespace).await,
                 Event::Cleanup(set) => cleanup(&set, &ctx, &namespace).await,
             }
         })
         .await
-        .map_err(|error| Error::Finalizer(Box::new(error)))
+        .map_err(|error| Error::Finalizer(Box::new(error)));
+        debug!(ok = result.is_ok(), "set reconcile finished");
+        result
     }
     .instrument(span)
     .await

@@ -8,7 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::naming::{Plan, Wanted};
 use crate::crd::BasetenSecret;
-use crate::crd_set::{BasetenSecretSetStatus, KeyMapping};
+use crate::crd_set::{BasetenSecretSetStatus, KeyMapping, ReasonCount};
 use crate::status::{CONDITION_MESSAGE_MAX_BYTES, READY, truncated};
 
 /// What the set found besides its plan.
@@ -159,7 +159,9 @@ pub fn status_of<'a>(
         conditions: vec![condition],
         key_count: children.len() as i32,
         ready_count: children.iter().filter(|(_, _, r)| *r).count() as i32,
-        reasons,
+        reasons: (reasons.into_iter())
+            .map(|(reason, count)| ReasonCount { reason, count })
+            .collect(),
         keys: planned
             .iter()
             .map(|w| KeyMapping {

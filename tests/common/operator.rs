@@ -911,6 +911,19 @@ impl Harness {
         self.logged(name, RECONCILE_STARTED)
     }
 
+    /// Waits until the operator's current run logged `message` for object `name`.
+    pub async fn poll_until_logged(&self, name: &str, message: &str) {
+        let text_span = format!("name={name}}}");
+        self.poll_until(&format!("{message:?} logged for {name}"), async || {
+            let log = std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default();
+            let found = log
+                .lines()
+                .any(|line| line.contains(message) && line.contains(&text_span));
+            (found.then_some(()), String::new())
+        })
+        .await
+    }
+
     /// How many times the operator logged `message` in a reconcile of BasetenSecret `name`.
     pub fn logged(&self, name: &str, message: &str) -> usize {
         let text_span = format!("name={name}}}");

@@ -101,8 +101,9 @@ pub struct Options {
     pub controller_manager: bool,
     /// Value of [`SESSION_ENV`] for the started processes: "test" or "dev".
     pub session: &'static str,
-    /// Write an audit log of every get and list of Secrets, responses included
-    /// ([`ControlPlane::audit_log`]), so tests can see what was read; nothing else is logged.
+    /// Write an audit log of every get and list of Secrets, responses included, and of the
+    /// writes of the operator's resources ([`ControlPlane::audit_log`]), so tests can see
+    /// what was read and written.
     pub audit: bool,
 }
 
@@ -116,8 +117,9 @@ impl Default for Options {
     }
 }
 
-/// The audit policy of [`Options::audit`]: reads of Secrets with their responses, and
-/// nothing else, so the log stays small and costs other requests nothing.
+/// The audit policy of [`Options::audit`]: reads of Secrets with their responses, writes
+/// of the operator's resources (who wrote what, without bodies), and nothing else, so the
+/// log stays small and costs other requests nothing.
 const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
@@ -128,6 +130,11 @@ rules:
     resources:
       - group: ""
         resources: ["secrets"]
+  - level: Metadata
+    verbs: ["create", "update", "patch", "delete"]
+    resources:
+      - group: "baseten.co"
+        resources: ["basetensecrets", "basetensecrets/status", "basetensecretsets", "basetensecretsets/status"]
   - level: None
 "#;
 
