@@ -176,7 +176,7 @@ pub struct BasetenSecretSetStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Current state. "Ready" is True when every generated BasetenSecret is Ready (reason Ready); else its reason is one of InvalidSpec (a regular expression that does not compile, or a name a rule makes invalid), SecretNotFound, DuplicateNames (two keys map to one Baseten name, in Baseten's sense; neither is written), Progressing (a generated BasetenSecret is not Ready yet, or not Ready).
+    /// Current state. "Ready" is True when every generated BasetenSecret is Ready (reason Ready); else its reason is one of InvalidSpec (a regular expression that does not compile, or a name a rule makes invalid), SecretNotFound, DuplicateNames (two keys map to one Baseten name, in Baseten's sense; neither is written), Progressing (a generated BasetenSecret has no status yet), NotReady (a generated BasetenSecret is not Ready; the message names it and its reason).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

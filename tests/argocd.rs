@@ -218,8 +218,65 @@ fn the_argocd_cm_patch_carries_the_script_unchanged() {
         &std::fs::read_to_string(root.join("deploy/argocd/argocd-cm-patch.yaml")).unwrap(),
     )
     .unwrap();
-    let embedded = patch["data"]["resource.customizations.health.baseten.co_BasetenSecret"]
-        .as_str()
+    for kind in ["BasetenSecret", "BasetenSecretSet"] {
+        let key = format!("resource.customizations.health.baseten.co_{kind}");
+        let embedded = patch["data"][key.as_str()].as_str().unwrap();
+        assert_eq!(embedded, script(), "{kind}");
+    }
+}
+
+/// The live set `name` (what Argo CD hands the script).
+async fn live_set(h: &Harness, name: &str) -> Value {
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        h.client.clone(),
+        &h.ns,
+        &ApiResource::erase::<baseten_secrets_operator::BasetenSecretSet>(&()),
+    );
+    serde_json::to_value(api.get(name).await.unwrap()).unwrap()
+}
+
+/// Waits for the set's `reason`, then checks the script's verdict on the live object.
+async fn judge_set(h: &Harness, name: &str, reason: &str, status: &str) {
+    let set = h.wait_set_reason(name, reason).await;
+    let (got, message) = health(&live_set(h, name).await);
+    assert_eq!(got, status, "set {name} ({reason}): {message}");
+    let condition = set.ready_condition().unwrap();
+    assert!(
+        message.starts_with(reason) && message.contains(&condition.message),
+        "set {name}: {message}"
+    );
+}
+
+#[tokio::test]
+async fn the_health_script_judges_sets_too() {
+    let h = Harness::start("argocd-sets").await;
+    h.apply_secret("creds", &[("one", b"1"), ("two", b"2")], json!({}))
+        .await;
+    h.apply_set("ready", json!({"secretName": "creds"}))
+        .await
         .unwrap();
-    assert_eq!(embedded, script());
+    judge_set(&h, "ready", "Ready", "Healthy").await;
+    h.apply_secret("dups", &[("a-b", b"1"), ("a_b", b"2")], json!({}))
+        .await;
+    h.apply_set("dups", json!({"secretName": "dups"}))
+        .await
+        .unwrap();
+    judge_set(&h, "dups", "DuplicateNames", "Degraded").await;
+    h.apply_set("missing", json!({"secretName": "nowhere"}))
+        .await
+        .unwrap();
+    judge_set(&h, "missing", "SecretNotFound", "Degraded").await;
+    // A child that cannot be Ready makes its set NotReady, with the child named.
+    h.apply_set(
+        "waiting",
+        json!({"secretName": "creds", "keys": "^one$", "template": {"team": "No Such Team"}}),
+    )
+    .await
+    .unwrap();
+    h.wait_set("waiting", "the child's reason in the message", |o| {
+        o.ready_condition()
+            .is_some_and(|c| c.message.contains("waiting-one (TeamNotFound)"))
+    })
+    .await;
+    judge_set(&h, "waiting", "NotReady", "Degraded").await;
 }

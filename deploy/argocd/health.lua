@@ -1,7 +1,9 @@
--- Argo CD health of a baseten.co BasetenSecret, from its status:
---   Progressing while the operator has not yet observed the current generation,
---   Suspended while spec.suspend holds, Healthy when Baseten holds the current value
---   (Ready reason Synced or AlreadyExists), Degraded with the condition's message otherwise.
+-- Argo CD health of a baseten.co BasetenSecret or BasetenSecretSet, from its status:
+--   Progressing while the operator has not yet observed the current generation (and while a
+--   set's BasetenSecrets are not all Ready yet, reason Progressing), Suspended while
+--   spec.suspend holds, Healthy when Baseten holds the current values (Ready True, reason
+--   Synced or AlreadyExists, or Ready for a set), Degraded with the condition's message
+--   otherwise.
 local health = {}
 local status = obj.status or {}
 local generation = (obj.metadata or {}).generation
@@ -24,7 +26,9 @@ end
 local message = (ready.reason or "") .. ": " .. (ready.message or "")
 if ready.reason == "Suspended" then
   health.status = "Suspended"
-elseif ready.status == "True" and (ready.reason == "Synced" or ready.reason == "AlreadyExists") then
+elseif ready.reason == "Progressing" then
+  health.status = "Progressing"
+elseif ready.status == "True" and (ready.reason == "Synced" or ready.reason == "AlreadyExists" or ready.reason == "Ready") then
   health.status = "Healthy"
 else
   health.status = "Degraded"

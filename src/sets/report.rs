@@ -82,12 +82,21 @@ fn readiness(
         return (true, "Ready", message);
     }
     let message = format!(
-        "{} of {} BasetenSecrets are Ready; waiting for {}",
+        "{} of {} BasetenSecrets are Ready; not Ready: {}",
         children.len() - waiting.len(),
         children.len(),
         waiting.join(", ")
     );
-    (false, "Progressing", message)
+    // Only children without a status yet are on their way; any other stays as it is
+    // until something changes.
+    let pending = children
+        .iter()
+        .all(|(_, reason, ready)| *ready || *reason == "Pending");
+    (
+        false,
+        if pending { "Progressing" } else { "NotReady" },
+        message,
+    )
 }
 
 /// The Ready reason of a child, and whether it is Ready, from the cache (`None`: not there
