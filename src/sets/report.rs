@@ -32,7 +32,8 @@ fn listed(wanted: &[Wanted]) -> String {
     keys.join(", ")
 }
 
-/// The Ready reason and message of what was found, with the children as `ready`.
+/// The Ready reason and message of what was found, with the children as (name, reason,
+/// ready).
 fn readiness(
     found: &Found,
     children: &[(String, &'static str, bool)],
@@ -43,27 +44,7 @@ fn readiness(
         Found::SecretNotAllowed(why) => return (false, "SecretNotAllowed", why.clone()),
         Found::Planned(plan, _) => plan,
     };
-    let mut problems = Vec::new();
-    for group in &plan.duplicates {
-        problems.push(format!(
-            "keys {} all map to Baseten name {:?} (names that differ only in '-', '.' and '_' are one in Baseten); none of them is written",
-            listed(group),
-            group[0].baseten_name
-        ));
-    }
-    for (wanted, why) in &plan.invalid {
-        problems.push(format!(
-            "key {}/{} maps to {:?}, which is not a valid Baseten name ({why}); it is not written",
-            wanted.secret, wanted.key, wanted.baseten_name
-        ));
-    }
-    if let Found::Planned(_, taken) = found {
-        for name in taken {
-            problems.push(format!(
-                "BasetenSecret {name} exists and does not belong to this set; its key is not written"
-            ));
-        }
-    }
+    let problems = problems(found, plan);
     if !problems.is_empty() {
         let reason = if plan.duplicates.is_empty() {
             "InvalidSpec"
@@ -89,14 +70,35 @@ fn readiness(
     );
     // Only children without a status yet are on their way; any other stays as it is
     // until something changes.
-    let pending = children
-        .iter()
-        .all(|(_, reason, ready)| *ready || *reason == "Pending");
-    (
-        false,
-        if pending { "Progressing" } else { "NotReady" },
-        message,
-    )
+    let pending = (children.iter()).all(|(_, reason, ready)| *ready || *reason == "Pending");
+    let reason = if pending { "Progressing" } else { "NotReady" };
+    (false, reason, message)
+}
+
+/// What keeps keys of the plan out: duplicates, invalid names, names taken.
+fn problems(found: &Found, plan: &Plan) -> Vec<String> {
+    let mut problems = Vec::new();
+    for group in &plan.duplicates {
+        problems.push(format!(
+            "keys {} all map to Baseten name {:?} (names that differ only in '-', '.' and '_' are one in Baseten); none of them is written",
+            listed(group),
+            group[0].baseten_name
+        ));
+    }
+    for (wanted, why) in &plan.invalid {
+        problems.push(format!(
+            "key {}/{} maps to {:?}, which is not a valid Baseten name ({why}); it is not written",
+            wanted.secret, wanted.key, wanted.baseten_name
+        ));
+    }
+    if let Found::Planned(_, taken) = found {
+        for name in taken {
+            problems.push(format!(
+                "BasetenSecret {name} exists and does not belong to this set; its key is not written"
+            ));
+        }
+    }
+    problems
 }
 
 /// The Ready reason of a child, and whether it is Ready, from the cache (`None`: not there
