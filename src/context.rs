@@ -8,6 +8,7 @@ use kube::runtime::reflector::ObjectRef;
 use crate::claims::Claims;
 use crate::crd::BasetenSecret;
 use crate::credentials::Credentials;
+use crate::digests::Digests;
 use crate::index::SecretIndex;
 use crate::memory::Memories;
 use crate::metrics::Metrics;
@@ -26,6 +27,8 @@ pub struct Context {
     pub index: SecretIndex,
     /// Who claims which Baseten secret.
     pub claims: Claims,
+    /// Digests of the values of Secrets several resources read.
+    pub digests: Digests,
     /// What is remembered about each resource between reconciles.
     pub memories: Arc<Memories>,
     /// What the operator counts, for /metrics.
@@ -56,6 +59,7 @@ impl Context {
             secret_selector,
             index: SecretIndex::default(),
             claims: Claims::default(),
+            digests: Digests::default(),
             memories: Arc::default(),
             event_instance: instance.unwrap_or_else(|| FIELD_MANAGER.to_string()),
             requeue,

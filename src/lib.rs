@@ -12,6 +12,7 @@ pub mod controller;
 pub mod crd;
 pub mod crd_set;
 pub mod credentials;
+pub mod digests;
 pub mod drift;
 pub mod duration;
 pub mod error;

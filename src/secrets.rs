@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use zeroize::Zeroize;
 
 use crate::crd::SecretKeyRef;
+use crate::digests::Digests;
 use crate::error::Result;
 use crate::selector::SecretSelector;
 use crate::status::Reason;
@@ -71,12 +72,14 @@ pub struct Read {
     pub value: std::result::Result<SecretString, Unusable>,
 }
 
-/// Reads the key's value. The Secret is dropped as soon as the value is taken out.
+/// Reads the key's value. The Secret is dropped as soon as the value is taken out; with
+/// `digests`, the digests of all its values are kept first.
 pub async fn read_value(
     client: &kube::Client,
     namespace: &str,
     key_ref: &SecretKeyRef,
     selector: Option<&SecretSelector>,
+    digests: Option<&Digests>,
 ) -> Result<Read> {
     let secret = match get_secret(client, namespace, &key_ref.name, selector).await? {
         Gated::Read(secret) => secret,
@@ -103,6 +106,9 @@ pub async fn read_value(
         version: secret.metadata.resource_version.clone(),
         value: extract_value(&secret, key_ref, namespace),
     };
+    if let Some(digests) = digests {
+        digests.record(namespace, &secret);
+    }
     wipe(*secret);
     Ok(read)
 }

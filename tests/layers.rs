@@ -41,7 +41,7 @@ const LAYERS: &[&[&str]] = &[
     &["baseten/client"],
     &["baseten/limiter", "baseten/names", "baseten/teams"],
     &["baseten/error"],
-    &["crd_set"],
+    &["crd_set", "digests"],
     &[
         "crd", "duration", "hash", "maps", "metrics", "process", "selector",
     ],

@@ -512,3 +512,75 @@ async fn a_thousand_keys_under_retain_stay_in_baseten_when_the_set_goes() {
     assert_eq!(baseten_deletes(&h).await, 0);
     assert!(h.baseten_secret("key-0000").await.is_some());
 }
+
+/// How many times Secret `name` of `ns` was read whole (audited gets with data).
+fn full_reads(ns: &str, name: &str) -> Option<usize> {
+    let audit = testenv::shared().audit_log()?;
+    let log = std::fs::read_to_string(audit).unwrap_or_default();
+    let reads = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| {
+            let target = &event["objectRef"];
+            event["stage"] == "ResponseComplete"
+                && event["verb"] == "get"
+                && target["resource"] == "secrets"
+                && target["namespace"] == ns
+                && target["name"] == name
+                && event["responseObject"].get("data").is_some()
+        })
+        .count();
+    Some(reads)
+}
+
+#[tokio::test]
+async fn one_changed_key_of_a_hundred_reads_the_secret_a_few_times_not_a_hundred() {
+    let h = Harness::start("set-digests").await;
+    let mut data: Vec<(String, String)> = (0..100)
+        .map(|i| (format!("key-{i:03}"), format!("value {i}")))
+        .collect();
+    let as_pairs = |data: &[(String, String)]| -> Vec<(String, Vec<u8>)> {
+        data.iter()
+            .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+            .collect()
+    };
+    let pairs = as_pairs(&data);
+    let refs: Vec<(&str, &[u8])> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    h.apply_secret("hundred", &refs, json!({})).await;
+    h.apply_set("hundred", json!({"secretName": "hundred"}))
+        .await
+        .unwrap();
+    h.wait_set("hundred", "100 keys Ready", |o| {
+        o.status.as_ref().is_some_and(|s| s.ready_count == 100)
+    })
+    .await;
+    h.barrier().await;
+    let Some(before) = full_reads(&h.ns, "hundred") else {
+        eprintln!("USE_EXISTING_CLUSTER: no audit log of ours; reads not counted");
+        return;
+    };
+    let upserts = h.upsert_requests().await;
+
+    data[42].1 = "changed".into();
+    let pairs = as_pairs(&data);
+    let refs: Vec<(&str, &[u8])> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    h.apply_secret("hundred", &refs, json!({})).await;
+    h.wait_baseten("key-042", "the change", |s| s.value == "changed")
+        .await;
+    h.barrier().await;
+    assert_eq!(h.upsert_requests().await, upserts + 1, "one write");
+    let reads = full_reads(&h.ns, "hundred").unwrap() - before;
+    // The first readers of the new version (reconciles run 16 at a time) and the set read
+    // it; every other BasetenSecret sees from the digests that its key is as it was.
+    assert!(
+        reads <= 20,
+        "the Secret was read whole {reads} times for one changed key"
+    );
+    eprintln!("one key of 100 changed: {reads} reads of the Secret");
+}

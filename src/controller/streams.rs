@@ -106,6 +106,7 @@ pub fn resources(
                     };
                     for (namespace, secret) in ctx.index.retain(alive) {
                         ctx.credentials.forget_secret(&namespace, &secret);
+                        ctx.digests.forget(&namespace, &secret);
                     }
                     ctx.memories.retain(alive);
                     listed.store(true, Ordering::SeqCst);
@@ -145,6 +146,7 @@ fn forget(ctx: &Context, object: &ObjectRef<BasetenSecret>) {
     let namespace = object.namespace.as_deref().unwrap_or_default();
     for unread in ctx.index.forget(namespace, &object.name) {
         ctx.credentials.forget_secret(namespace, &unread);
+        ctx.digests.forget(namespace, &unread);
     }
     ctx.memories.forget(object);
 }

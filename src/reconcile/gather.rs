@@ -56,14 +56,23 @@ pub struct Inputs {
     pub generation: i64,
     /// The force-sync token, if set.
     pub force_token: Option<String>,
+    /// The digest of the key's value at `secret_version`, when another reader has read that
+    /// version (see `digests.rs`).
+    pub digest: Option<u64>,
 }
 
 impl Inputs {
-    /// The fingerprint of these inputs with the Secret at `secret_version`.
-    pub fn fingerprint(&self, secret_version: &str) -> u64 {
+    /// The fingerprint of these inputs with the Secret at `secret_version`, or, when the
+    /// digest of the key's value there is known, with that digest: a new version of the
+    /// Secret that leaves this key as it was then has the same fingerprint.
+    pub fn fingerprint(&self, secret_version: &str, digest: Option<u64>) -> u64 {
+        let version = match digest {
+            Some(digest) => format!("digest:{digest:x}"),
+            None => secret_version.to_string(),
+        };
         settled_inputs(
             &self.secret,
-            secret_version,
+            &version,
             self.key_version.as_deref(),
             self.generation,
             self.force_token.as_deref(),
@@ -72,7 +81,7 @@ impl Inputs {
 
     /// The fingerprint of the inputs as last seen, when the Secret's version is known.
     pub fn seen_fingerprint(&self) -> Option<u64> {
-        self.secret_version.as_deref().map(|v| self.fingerprint(v))
+        (self.secret_version.as_deref()).map(|v| self.fingerprint(v, self.digest))
     }
 }
 
@@ -84,6 +93,8 @@ pub struct Readable {
     pub value: SecretString,
     /// The Secret's resourceVersion at the read.
     pub version: Option<String>,
+    /// The digest of the value there, when the Secret has several readers.
+    pub digest: Option<u64>,
 }
 
 /// What is remembered about `object` and the status to decide from.
@@ -111,7 +122,12 @@ pub fn seen(object: &BasetenSecret, ctx: &Context, namespace: &str, name: &str) 
     let read: Vec<&str> = std::iter::once(secret).chain(api_key_secret).collect();
     for unread in ctx.index.register(namespace, name, &read) {
         ctx.credentials.forget_secret(namespace, &unread);
+        ctx.digests.forget(namespace, &unread);
     }
+    let secret_version = ctx.index.seen_version(namespace, secret);
+    let key = object.spec.secret_ref.key.as_str();
+    let digest = (secret_version.as_deref())
+        .and_then(|version| ctx.digests.digest(namespace, secret, version, key));
     let winner = ctx
         .claims
         .winner(&Target::of(object))
@@ -121,10 +137,11 @@ pub fn seen(object: &BasetenSecret, ctx: &Context, namespace: &str, name: &str) 
         winner,
         inputs: Inputs {
             secret: secret.to_string(),
-            secret_version: ctx.index.seen_version(namespace, secret),
+            secret_version,
             key_version: ctx.credentials.key_version(&ctx.index, object),
             generation: object.metadata.generation.unwrap_or_default(),
             force_token: force_token(object),
+            digest,
         },
         now: Instant::now(),
         jitter: rand::random_range(0.0..1.0),
@@ -166,20 +183,23 @@ pub async fn read(
         Err(unusable) => return Ok(Err(unusable)),
     };
     let key_ref = &object.spec.secret_ref;
-    let read = read_value(
-        &ctx.client,
-        namespace,
-        key_ref,
-        ctx.secret_selector.as_ref(),
-    )
-    .await?;
+    // Digests pay off only when another resource reads the same Secret.
+    let shared = ctx.index.readers(namespace, &key_ref.name).len() > 1;
+    let digests = shared.then_some(&ctx.digests);
+    let selector = ctx.secret_selector.as_ref();
+    let read = read_value(&ctx.client, namespace, key_ref, selector, digests).await?;
     if let Some(version) = &read.version {
         // The watch may have delivered this Secret before this resource read it.
         ctx.index.read_at(namespace, &key_ref.name, version);
     }
+    let digest = (read.version.as_deref()).and_then(|v| {
+        ctx.digests
+            .digest(namespace, &key_ref.name, v, &key_ref.key)
+    });
     Ok(read.value.map(|value| Readable {
         api_key,
         value,
         version: read.version,
+        digest,
     }))
 }

@@ -147,7 +147,7 @@ pub fn write(object: &BasetenSecret, seen: &Seen, read: &Readable) -> Planned {
         decision => decision,
     };
     if decision == Decision::UpToDate {
-        let settled = read.version.as_deref().map(|v| seen.inputs.fingerprint(v));
+        let settled = (read.version.as_deref()).map(|v| seen.inputs.fingerprint(v, read.digest));
         return Planned::UpToDate(Step {
             skipped_write: true,
             ..Step::record(synced(object, &baseten_name), concluded(recall, settled))
@@ -251,7 +251,7 @@ pub fn conclude(
     acted: Acted,
 ) -> Step {
     let recall = &seen.recall;
-    let settled = read.version.as_deref().map(|v| seen.inputs.fingerprint(v));
+    let settled = (read.version.as_deref()).map(|v| seen.inputs.fingerprint(v, read.digest));
     let name = write.baseten_name.clone();
     match acted {
         Acted::TeamNotFound => {

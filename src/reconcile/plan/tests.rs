@@ -39,6 +39,7 @@ fn seen(recall: Recall) -> Seen {
             key_version: Some("operator-0".into()),
             generation: 3,
             force_token: None,
+            digest: None,
         },
         now: Instant::now(),
         jitter: 0.0,
@@ -56,6 +57,7 @@ fn readable(value: &str) -> Readable {
         }),
         value: SecretString::from(value),
         version: Some("6".into()),
+        digest: None,
     }
 }
 
@@ -189,7 +191,7 @@ fn the_same_name_and_value_are_not_written_again() {
     assert_eq!(reason(&step), Reason::Synced);
     assert_eq!(
         step.change.settled,
-        Some(Some(seen.inputs.fingerprint("6")))
+        Some(Some(seen.inputs.fingerprint("6", None)))
     );
     assert!(step.change.retry.is_none(), "an old retry is left as it is");
 }
@@ -407,7 +409,7 @@ fn an_existing_name_under_if_not_exists_is_left_alone_and_reported() {
     assert!(outcome.written.is_none());
     assert_eq!(
         step.change.settled,
-        Some(Some(seen.inputs.fingerprint("6")))
+        Some(Some(seen.inputs.fingerprint("6", None)))
     );
 }
 
@@ -599,4 +601,23 @@ fn a_pending_name_wanted_again_is_dropped_not_deleted() {
         list,
         "in another team it is another secret"
     );
+}
+
+#[test]
+fn a_new_version_of_a_shared_secret_that_keeps_this_key_is_unchanged() {
+    let mut read = readable("v1");
+    read.digest = Some(42);
+    let mut recall = recall_with(written("hf_token", "v1"));
+    let settled_at_6 = seen(recall.clone()).inputs.fingerprint("6", read.digest);
+    recall.settled = Some(settled_at_6);
+    // Version 7: another reader read it, and this key's digest is the same.
+    let mut later = seen(recall.clone());
+    later.inputs.secret_version = Some("7".into());
+    later.inputs.digest = Some(42);
+    assert!(matches!(first(&object(), &later), Next::Unchanged(_)));
+    // Its digest changed, or is not known yet: read.
+    later.inputs.digest = Some(43);
+    assert!(matches!(first(&object(), &later), Next::Read));
+    later.inputs.digest = None;
+    assert!(matches!(first(&object(), &later), Next::Read));
 }
