@@ -14,6 +14,7 @@ mod plot;
 mod probe;
 mod report;
 mod run;
+mod sets;
 
 use std::path::PathBuf;
 use std::str::FromStr;

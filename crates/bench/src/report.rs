@@ -161,6 +161,22 @@ impl Report {
             },
         });
 
+        let sets = &figures.sets;
+        let mut set_latencies = sets.latencies_ms.clone();
+        set_latencies.sort_by(f64::total_cmp);
+        let set_p99 = quantile(&set_latencies, 0.99);
+        let set_p50 = quantile(&set_latencies, 0.50);
+        let keys_ratio = sets.keys_convergence_seconds / floor;
+        let selector_ratio = sets.selector_convergence_seconds / floor;
+        let set_idle = sets.idle_rss as f64 / MIB;
+        let mut json = json;
+        json["sets"] = json!({
+            "one_secret_of_n_keys_seconds": sets.keys_convergence_seconds,
+            "n_labelled_secrets_seconds": sets.selector_convergence_seconds,
+            "propagation_ms": {"p50": set_p50, "p99": set_p99, "samples": set_latencies.len()},
+            "missed_updates": sets.missed_updates,
+            "idle_rss_mib_with_n_generated": set_idle,
+        });
         let zero =
             |figure: &str, value: f64| check(figure, "0", format!("{value}"), value == 0.0, true);
         let checks = vec![
@@ -227,6 +243,47 @@ impl Report {
                 false,
             ),
             check(
+                "set over one Secret of N keys: convergence / floor",
+                "≤ 1.10",
+                format!(
+                    "{keys_ratio:.3} ({:.1} s / {floor:.1} s)",
+                    sets.keys_convergence_seconds
+                ),
+                keys_ratio <= 1.10,
+                false,
+            ),
+            check(
+                "set over N labelled Secrets: convergence / floor",
+                "≤ 1.10",
+                format!(
+                    "{selector_ratio:.3} ({:.1} s / {floor:.1} s)",
+                    sets.selector_convergence_seconds
+                ),
+                selector_ratio <= 1.10,
+                false,
+            ),
+            check(
+                "set key propagation p99 (apiserver → Baseten)",
+                &format!("< {p99_target} ms"),
+                format!(
+                    "{set_p99:.1} ms (p50 {set_p50:.1}, {} samples)",
+                    set_latencies.len()
+                ),
+                set_p99 < p99_target,
+                false,
+            ),
+            zero(
+                "set key changes that never arrived",
+                sets.missed_updates as f64,
+            ),
+            check(
+                "idle RSS with N generated BasetenSecrets",
+                "< plain idle + 5 MiB",
+                format!("{set_idle:.1} MiB (N plain: {idle:.1} MiB)"),
+                set_idle < idle + 5.0,
+                false,
+            ),
+            check(
                 "Secret reads per push",
                 "≤ 1",
                 format!("{:.2}", figures.reads_per_push),
@@ -241,7 +298,6 @@ impl Report {
                 false,
             ),
         ];
-        let mut json = json;
         json["targets"] = checks
             .iter()
             .map(

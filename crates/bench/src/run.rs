@@ -79,6 +79,8 @@ pub struct Figures {
     pub empty_rss: u64,
     /// RSS of the restarted process after every resource was deleted, bytes.
     pub deleted_rss: u64,
+    /// The BasetenSecretSet phase.
+    pub sets: crate::sets::SetFigures,
 }
 
 /// How long the bench waits, after the deletions, for freed memory to go back to the system.
@@ -168,17 +170,21 @@ impl World {
             NAMESPACE,
         )
         .await?;
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            await_condition(
-                crds,
-                "basetensecrets.baseten.co",
-                conditions::is_crd_established(),
-            ),
+        testenv::cluster::apply_yaml(
+            &client,
+            include_str!("../../../crds/basetensecretsets.yaml"),
+            NAMESPACE,
         )
-        .await
-        .context("the CRD was not established in time")??;
+        .await?;
+        for crd in ["basetensecrets.baseten.co", "basetensecretsets.baseten.co"] {
+            let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                await_condition(crds, crd, conditions::is_crd_established()),
+            )
+            .await
+            .context("the CRD was not established in time")??;
+        }
         testenv::cluster::ensure_namespace(&client, OPERATOR_NAMESPACE).await?;
         testenv::cluster::apply_yaml(
             &client,
@@ -642,6 +648,20 @@ pub async fn run(params: &Params) -> Result<Figures> {
     // jemalloc hands freed pages back to the system after its 10 s decay.
     tokio::time::sleep(RELEASE_WAIT).await;
     let deleted_rss = world.usage().rss;
+
+    // 6. BasetenSecretSets: the same N names through one resource.
+    let requests = |since| -> futures::future::BoxFuture<'_, Result<Vec<AdminRequest>>> {
+        Box::pin(world.baseten_requests(since))
+    };
+    let rss = || world.usage().rss;
+    let reach = crate::sets::Reach {
+        client: &world.client,
+        namespace: NAMESPACE,
+        requests: &requests,
+        rss: &rss,
+        secrets: (0..params.n).map(resource_name).collect(),
+    };
+    let sets = crate::sets::run(&reach, params.n, (params.updates / 10).clamp(5, 20)).await?;
     world.stop_operator();
 
     Ok(Figures {
@@ -665,5 +685,6 @@ pub async fn run(params: &Params) -> Result<Figures> {
         idle_rss: at_rest.rss,
         empty_rss,
         deleted_rss,
+        sets,
     })
 }
