@@ -155,6 +155,7 @@ fn sets_controller(
         children_listed: health.ready.clone(),
         secret_selector: config.secret_selector.clone(),
         read_by: Default::default(),
+        key_names: Default::default(),
     });
     let (client, namespaces) = (clients.watches.clone(), namespaces.clone());
     let concurrency = config.concurrency;

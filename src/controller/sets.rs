@@ -24,7 +24,7 @@ use crate::watch::{watch_backoff, watch_config};
 
 /// Set reconciles wait this long after a trigger, so that a burst of child status changes
 /// makes one status write.
-const DEBOUNCE: Duration = Duration::from_millis(500);
+const DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// Whether the BasetenSecretSet CRD is installed (an older install may lack it): without
 /// it the operator runs BasetenSecrets alone and says so.

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::{PartialObjectMeta, Selector};
+use futures::{StreamExt, TryStreamExt};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::info;
@@ -19,6 +20,9 @@ use crate::crd::{BasetenSecret, BasetenSecretSpec, SecretKeyRef};
 use crate::crd_set::{BasetenSecretSet, SET_LABEL};
 use crate::error::Result;
 use crate::secrets::{Gated, get_secret, wipe};
+
+/// Secrets of a selector set read at once.
+const PARALLEL_READS: usize = 8;
 
 /// Field manager of the generated BasetenSecrets.
 pub const SET_MANAGER: &str = "baseten-secrets-operator-set";
@@ -70,14 +74,29 @@ pub async fn read_keys(
     let listed = metadata
         .list_metadata(&ListParams::default().labels(&selector_text))
         .await?;
-    let mut secrets = Vec::new();
-    for item in listed.items {
+    // Key names come from the last read of each Secret at its listed resourceVersion; only
+    // Secrets that changed since are read again, a few at a time.
+    let reads = listed.items.into_iter().map(|item| async move {
         let name = item.name_any();
-        // One the operator may not read has no keys here, so no BasetenSecrets.
-        if let Gated::Read(secret) = get_secret(&ctx.client, namespace, &name, selector).await? {
-            secrets.push((name, key_names(*secret)));
+        let version = item.metadata.resource_version.unwrap_or_default();
+        if let Some(keys) = ctx.known_keys(namespace, &name, &version) {
+            return Ok::<_, crate::error::Error>(Some((name, keys)));
         }
-    }
+        // One the operator may not read has no keys here, so no BasetenSecrets.
+        match get_secret(&ctx.client, namespace, &name, selector).await? {
+            Gated::Read(secret) => {
+                let keys = key_names(*secret);
+                ctx.keep_keys(namespace, &name, &version, &keys);
+                Ok(Some((name, keys)))
+            }
+            _ => Ok(None),
+        }
+    });
+    let found: Vec<Option<(String, Vec<String>)>> = futures::stream::iter(reads)
+        .buffer_unordered(PARALLEL_READS)
+        .try_collect()
+        .await?;
+    let mut secrets: Vec<(String, Vec<String>)> = found.into_iter().flatten().collect();
     secrets.sort();
     Ok(Ok(secrets))
 }

@@ -24,6 +24,9 @@ pub struct SetContext {
     /// Secrets (`namespace/name`) each set read last, so that a Secret that stops
     /// matching a selector still reaches its set.
     pub read_by: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// The key names of the Secrets sets read (`namespace/name`), at the resourceVersion
+    /// read: names only, never values.
+    pub key_names: Mutex<HashMap<String, (String, Vec<String>)>>,
 }
 
 impl SetContext {
@@ -36,6 +39,20 @@ impl SetContext {
             .collect()
     }
 
+    /// The key names of Secret `name` as read at resourceVersion `version`, if it was.
+    pub fn known_keys(&self, namespace: &str, name: &str, version: &str) -> Option<Vec<String>> {
+        let known = self.key_names.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, keys) = known.get(&format!("{namespace}/{name}"))?;
+        (at == version).then(|| keys.clone())
+    }
+
+    /// Keeps the key names of Secret `name` read at resourceVersion `version`.
+    pub fn keep_keys(&self, namespace: &str, name: &str, version: &str, keys: &[String]) {
+        let mut known = self.key_names.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = (version.to_string(), keys.to_vec());
+        known.insert(format!("{namespace}/{name}"), entry);
+    }
+
     /// Keeps which Secrets `set` read, in place of what it read before.
     pub fn remember_reads(&self, namespace: &str, set: &str, secrets: &[String]) {
         let mut read_by = self.read_by.lock().unwrap_or_else(|p| p.into_inner());
@@ -43,6 +60,8 @@ impl SetContext {
             readers.remove(set);
         }
         read_by.retain(|_, readers| !readers.is_empty());
+        let mut known = self.key_names.lock().unwrap_or_else(|p| p.into_inner());
+        known.retain(|secret, _| read_by.contains_key(secret));
         for secret in secrets {
             (read_by.entry(format!("{namespace}/{secret}")).or_default()).insert(set.to_string());
         }
