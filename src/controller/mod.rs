@@ -156,6 +156,7 @@ fn sets_controller(
         secret_selector: config.secret_selector.clone(),
         read_by: Default::default(),
         key_names: Default::default(),
+        listings: Default::default(),
     });
     let (client, namespaces) = (clients.watches.clone(), namespaces.clone());
     let concurrency = config.concurrency;

@@ -65,6 +65,10 @@ fn sets_reading(
     }
     found.sort_by(|a, b| a.name.cmp(&b.name));
     found.dedup();
+    // Marked before the reconcile this event wakes, so it reads the Secrets again.
+    for set in &found {
+        ctx.secrets_changed(&namespace, &set.name);
+    }
     found
 }
 

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::{PartialObjectMeta, Selector};
-use futures::{StreamExt, TryStreamExt};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::info;

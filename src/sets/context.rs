@@ -27,6 +27,20 @@ pub struct SetContext {
     /// The key names of the Secrets sets read (`namespace/name`), at the resourceVersion
     /// read: names only, never values.
     pub key_names: Mutex<HashMap<String, (String, Vec<String>)>>,
+    /// What each set (`namespace/name`) read last, at its generation, and whether one of
+    /// its Secrets changed since: a set woken only by its children's statuses reads nothing.
+    pub listings: Mutex<HashMap<String, Listing>>,
+}
+
+/// What a set read last: its Secrets' names and key names, at its generation.
+#[derive(Clone, Debug, Default)]
+pub struct Listing {
+    /// The set's generation at the read.
+    pub generation: Option<i64>,
+    /// Each Secret's name and key names.
+    pub secrets: Vec<(String, Vec<String>)>,
+    /// A Secret of the set changed since.
+    pub stale: bool,
 }
 
 impl SetContext {
@@ -51,6 +65,36 @@ impl SetContext {
         let mut known = self.key_names.lock().unwrap_or_else(|p| p.into_inner());
         let entry = (version.to_string(), keys.to_vec());
         known.insert(format!("{namespace}/{name}"), entry);
+    }
+
+    /// Marks what `set` of `namespace` read last as stale: one of its Secrets changed.
+    pub fn secrets_changed(&self, namespace: &str, set: &str) {
+        let mut listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(listing) = listings.get_mut(&format!("{namespace}/{set}")) {
+            listing.stale = true;
+        }
+    }
+
+    /// What `set` of `namespace` read last, if it is still current for `generation`.
+    pub fn current_listing(
+        &self,
+        namespace: &str,
+        set: &str,
+        generation: Option<i64>,
+    ) -> Option<Vec<(String, Vec<String>)>> {
+        let listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        let listing = listings.get(&format!("{namespace}/{set}"))?;
+        (!listing.stale && listing.generation == generation).then(|| listing.secrets.clone())
+    }
+
+    /// Keeps what `set` of `namespace` read at `generation`; `None` forgets it.
+    pub fn keep_listing(&self, namespace: &str, set: &str, listing: Option<Listing>) {
+        let mut listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        let key = format!("{namespace}/{set}");
+        match listing {
+            Some(listing) => listings.insert(key, listing),
+            None => listings.remove(&key),
+        };
     }
 
     /// Keeps which Secrets `set` read, in place of what it read before.

@@ -24,7 +24,7 @@ use crate::crd::BasetenSecret;
 use crate::crd_set::{BasetenSecretSet, SET_FINALIZER};
 use crate::error::{Error, Result};
 use children::{SET_MANAGER, apply_child, delete_child, is_child_of, read_keys};
-use context::SetContext;
+use context::{Listing, SetContext};
 use naming::{Rules, plan};
 use report::{Found, status_of};
 
@@ -79,7 +79,7 @@ fn children_of(set: &BasetenSecretSet, ctx: &SetContext) -> Vec<Arc<BasetenSecre
 async fn apply(set: &BasetenSecretSet, ctx: &SetContext, namespace: &str) -> Result<Action> {
     let found = match Rules::of(&set.spec) {
         Err(why) => Found::InvalidSpec(why),
-        Ok(rules) => match read_keys(set, ctx, namespace).await? {
+        Ok(rules) => match listed(set, ctx, namespace).await? {
             Err(found) => found,
             Ok(secrets) => {
                 let read: Vec<String> = secrets.iter().map(|(s, _)| s.clone()).collect();
@@ -105,6 +105,36 @@ async fn apply(set: &BasetenSecretSet, ctx: &SetContext, namespace: &str) -> Res
         .await?;
     }
     Ok(Action::await_change())
+}
+
+/// The Secrets of `set` and their key names: what it read last when none of them changed
+/// since (a set woken by its children's statuses), else read now.
+async fn listed(
+    set: &BasetenSecretSet,
+    ctx: &SetContext,
+    namespace: &str,
+) -> Result<std::result::Result<Vec<(String, Vec<String>)>, Found>> {
+    let (name, generation) = (set.name_any(), set.meta().generation);
+    if let Some(secrets) = ctx.current_listing(namespace, &name, generation) {
+        return Ok(Ok(secrets));
+    }
+    // Marked current before reading: a change seen meanwhile marks it stale again.
+    let mut listing = Listing {
+        generation,
+        ..Listing::default()
+    };
+    ctx.keep_listing(namespace, &name, Some(listing.clone()));
+    let read = read_keys(set, ctx, namespace).await?;
+    match &read {
+        Ok(secrets) => {
+            listing.secrets = secrets.clone();
+            let stale = ctx.current_listing(namespace, &name, generation).is_none();
+            listing.stale = stale;
+            ctx.keep_listing(namespace, &name, Some(listing));
+        }
+        Err(_) => ctx.keep_listing(namespace, &name, None),
+    }
+    Ok(read)
 }
 
 /// Applies the children of `wanted` that differ and deletes those whose key is gone;
@@ -155,5 +185,6 @@ async fn cleanup(set: &BasetenSecretSet, ctx: &SetContext, namespace: &str) -> R
         }
     }
     ctx.remember_reads(namespace, &set.name_any(), &[]);
+    ctx.keep_listing(namespace, &set.name_any(), None);
     Ok(Action::await_change())
 }
