@@ -263,12 +263,13 @@ impl BasetenSecret {
 
     /// The Ready condition, if any.
     pub fn ready_condition(&self) -> Option<&Condition> {
-        self.status
-            .as_ref()?
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Ready")
+        ready_in(&self.status.as_ref()?.conditions)
     }
+}
+
+/// The Ready condition among `conditions`, if any.
+pub fn ready_in(conditions: &[Condition]) -> Option<&Condition> {
+    conditions.iter().find(|c| c.type_ == "Ready")
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::crd::{DeletionPolicy, SecretKeyRef, UpdatePolicy};
+use crate::crd::{DeletionPolicy, SecretKeyRef, UpdatePolicy, ready_in};
 
 /// Label on every generated BasetenSecret naming its set (a hash of the name when the name
 /// is longer than a label value may be).
@@ -225,11 +225,7 @@ pub struct KeyMapping {
 impl BasetenSecretSet {
     /// The Ready condition, if any.
     pub fn ready_condition(&self) -> Option<&Condition> {
-        self.status
-            .as_ref()?
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Ready")
+        ready_in(&self.status.as_ref()?.conditions)
     }
 }
 

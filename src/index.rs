@@ -194,6 +194,14 @@ impl SecretIndex {
             .unwrap_or_default()
     }
 
+    /// How many BasetenSecrets read Secret `secret` in `namespace`.
+    pub fn reader_count(&self, namespace: &str, secret: &str) -> usize {
+        let maps = self.maps();
+        maps.secrets
+            .get(&key(namespace, secret))
+            .map_or(0, |entry| entry.readers.len())
+    }
+
     /// How many BasetenSecrets are indexed.
     pub fn len(&self) -> usize {
         self.maps().resources.len()

@@ -184,7 +184,7 @@ pub async fn read(
     };
     let key_ref = &object.spec.secret_ref;
     // Digests pay off only when another resource reads the same Secret.
-    let shared = ctx.index.readers(namespace, &key_ref.name).len() > 1;
+    let shared = ctx.index.reader_count(namespace, &key_ref.name) > 1;
     let digests = shared.then_some(&ctx.digests);
     let selector = ctx.secret_selector.as_ref();
     let read = read_value(&ctx.client, namespace, key_ref, selector, digests).await?;

@@ -7,7 +7,7 @@ pub mod context;
 pub mod naming;
 pub mod report;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -91,8 +91,10 @@ async fn apply(set: &BasetenSecretSet, ctx: &SetContext, namespace: &str) -> Res
             }
         },
     };
-    let held: Vec<Arc<BasetenSecret>> = children_of(set, ctx);
-    let by_name = |child: &str| held.iter().find(|o| o.name_any() == child).map(Arc::as_ref);
+    let held: HashMap<String, Arc<BasetenSecret>> = (children_of(set, ctx).into_iter())
+        .map(|child| (child.name_any(), child))
+        .collect();
+    let by_name = |child: &str| held.get(child).map(Arc::as_ref);
     let status = status_of(set.meta().generation, &found, by_name, set.status.as_ref());
     if set.status.as_ref() != Some(&status) {
         let api: Api<BasetenSecretSet> = Api::namespaced(ctx.client.clone(), namespace);

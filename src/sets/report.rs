@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::naming::{Plan, Wanted};
-use crate::crd::BasetenSecret;
+use crate::crd::{BasetenSecret, ready_in};
 use crate::crd_set::{BasetenSecretSetStatus, KeyMapping, ReasonCount};
 use crate::status::{CONDITION_MESSAGE_MAX_BYTES, READY, truncated};
 
@@ -151,7 +151,7 @@ pub fn status_of<'a>(
         *reasons.entry(reason.to_string()).or_insert(0) += 1;
     }
     let (ready, reason, message) = readiness(found, &children);
-    let previous = current.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
+    let previous = current.and_then(|s| ready_in(&s.conditions));
     let status = if ready { "True" } else { "False" };
     let unchanged = previous.is_some_and(|p| p.status == status && p.reason == reason);
     let condition = Condition {

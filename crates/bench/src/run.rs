@@ -372,6 +372,41 @@ impl World {
     }
 }
 
+/// The emulator's request log from an index on.
+pub type Requests<'a> =
+    dyn Fn(usize) -> futures::future::BoxFuture<'a, Result<Vec<AdminRequest>>> + Sync + 'a;
+
+/// When Baseten received the first successful upsert of `name` sent at or after `since`,
+/// reading the log from `*seen` on (and moving `seen` past what was read); `None` when none
+/// came within 30 s. The emulator's own arrival timestamp, so no polling is measured.
+pub async fn arrival(
+    requests: &Requests<'_>,
+    seen: &mut usize,
+    name: &str,
+    since: jiff::Timestamp,
+) -> Result<Option<jiff::Timestamp>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let new = requests(*seen).await?;
+        *seen += new.len();
+        let hit = new.iter().find(|r| {
+            r.method == "POST"
+                && r.status == 200
+                && r.name.as_deref() == Some(name)
+                && r.received_at
+                    .parse::<jiff::Timestamp>()
+                    .is_ok_and(|t| t >= since)
+        });
+        if let Some(hit) = hit {
+            return Ok(Some(hit.received_at.parse::<jiff::Timestamp>()?));
+        }
+        if Instant::now() > deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 async fn create_all<T, F>(items: Vec<T>, create: F) -> Result<()>
 where
     F: Fn(T) -> futures::future::BoxFuture<'static, Result<()>>,
@@ -525,6 +560,9 @@ pub async fn run(params: &Params) -> Result<Figures> {
     // 2. Change propagation.
     eprintln!("bench: timing {} updates", params.updates);
     let before = world.counters().await?;
+    let requests = |since| -> futures::future::BoxFuture<'_, Result<Vec<AdminRequest>>> {
+        Box::pin(world.baseten_requests(since))
+    };
     let mut seen = world.baseten_requests(0).await?.len();
     let mut latencies_ms = Vec::with_capacity(params.updates);
     let mut missed_updates = 0;
@@ -547,26 +585,7 @@ pub async fn run(params: &Params) -> Result<Figures> {
         round_trips_ms.push(accepted.duration_since(sent)?.as_secs_f64() * 1000.0);
         let sent_at = jiff::Timestamp::try_from(sent)?;
         let accepted_at = jiff::Timestamp::try_from(accepted)?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let received = loop {
-            let new = world.baseten_requests(seen).await?;
-            seen += new.len();
-            let arrival = new.iter().find(|r| {
-                r.method == "POST"
-                    && r.status == 200
-                    && r.name.as_deref() == Some(name.as_str())
-                    && r.received_at
-                        .parse::<jiff::Timestamp>()
-                        .is_ok_and(|t| t >= sent_at)
-            });
-            if let Some(arrival) = arrival {
-                break Some(arrival.received_at.parse::<jiff::Timestamp>()?);
-            }
-            if Instant::now() > deadline {
-                break None;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        };
+        let received = arrival(&requests, &mut seen, &name, sent_at).await?;
         match received {
             Some(at) => {
                 let latency = at.duration_since(accepted_at);

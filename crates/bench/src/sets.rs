@@ -6,12 +6,13 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Result, bail};
-use baseten_emulator::AdminRequest;
 use baseten_secrets_operator::BasetenSecretSet;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
+
+use crate::run::{Requests, arrival};
 
 /// What the set phase measured.
 #[derive(Clone, Debug, Default)]
@@ -35,8 +36,7 @@ pub struct Reach<'a> {
     /// The bench namespace.
     pub namespace: &'a str,
     /// The emulator's request log from index `since`.
-    pub requests:
-        &'a (dyn Fn(usize) -> futures::future::BoxFuture<'a, Result<Vec<AdminRequest>>> + Sync),
+    pub requests: &'a Requests<'a>,
     /// The operator's RSS now, bytes.
     pub rss: &'a (dyn Fn() -> u64 + Sync),
     /// The names of the N Secrets of the plain phases, which the selector set selects.
@@ -107,27 +107,7 @@ async fn propagation(
             .patch(source, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
         let accepted = jiff::Timestamp::try_from(SystemTime::now())?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let arrived = loop {
-            let new = (reach.requests)(seen).await?;
-            seen += new.len();
-            let hit = new.iter().find(|r| {
-                r.method == "POST"
-                    && r.status == 200
-                    && r.name.as_deref() == Some(name.as_str())
-                    && r.received_at
-                        .parse::<jiff::Timestamp>()
-                        .is_ok_and(|t| t >= accepted)
-            });
-            if let Some(hit) = hit {
-                break Some(hit.received_at.parse::<jiff::Timestamp>()?);
-            }
-            if Instant::now() > deadline {
-                break None;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        };
-        match arrived {
+        match arrival(reach.requests, &mut seen, &name, accepted).await? {
             Some(at) => latencies.push(at.duration_since(accepted).as_secs_f64() * 1000.0),
             None => missed += 1,
         }
