@@ -64,6 +64,13 @@ impl Digests {
             .flatten()
     }
 
+    /// Whether digests of Secret `name` are kept at a version other than `version`: a reader
+    /// read it before, so reading it once at `version` tells the others whether their key
+    /// changed.
+    pub fn behind(&self, namespace: &str, name: &str, version: &str) -> bool {
+        (self.secrets().get(&key(namespace, name))).is_some_and(|at| at.version != version)
+    }
+
     /// Drops the digests of a Secret no resource reads any more.
     pub fn forget(&self, namespace: &str, name: &str) {
         let mut secrets = self.secrets();
@@ -104,7 +111,12 @@ mod tests {
             "only the last version"
         );
         assert_eq!(digests.digest("ns", "s", "2", "c"), None);
+        assert!(digests.behind("ns", "s", "3") && !digests.behind("ns", "s", "2"));
         digests.forget("ns", "s");
+        assert!(
+            !digests.behind("ns", "s", "3"),
+            "nothing kept: nothing to catch up"
+        );
         assert_eq!(digests.digest("ns", "s", "2", "a"), None);
     }
 }

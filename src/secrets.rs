@@ -113,6 +113,26 @@ pub async fn read_value(
     Ok(read)
 }
 
+/// Brings the digests of Secret `name`, shared by several readers, up to `version` with one
+/// read, when they are kept at an older one. Best effort: when the read fails, is refused or
+/// finds another version, nothing is recorded at `version` and every reader reads for itself.
+pub async fn catch_up_digests(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    version: &str,
+    selector: Option<&SecretSelector>,
+    digests: &Digests,
+) {
+    if !digests.behind(namespace, name, version) {
+        return;
+    }
+    if let Ok(Gated::Read(secret)) = get_secret(client, namespace, name, selector).await {
+        digests.record(namespace, &secret);
+        wipe(*secret);
+    }
+}
+
 /// Zeroes every value of a Secret read whole, so none outlives the read in freed memory.
 pub fn wipe(mut secret: Secret) {
     zero(&mut secret);

@@ -261,11 +261,7 @@ async fn reconcile_until(
     );
     let controller = Controller::for_stream(resources, reader);
     let readers_of = streams::readers_of(ctx.clone(), controller.store());
-    let secrets = streams::secrets(
-        &clients.watches,
-        &namespaces,
-        config.secret_selector.as_ref(),
-    );
+    let secrets = streams::read_secrets(&clients.watches, &namespaces, ctx.clone());
     let (key_changed, key_changes) = futures::channel::mpsc::unbounded();
     let mut background = background_tasks(&config, &ctx, controller.store(), requeue, key_changed);
     log_start(&config);

@@ -18,6 +18,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use crate::context::Context;
 use crate::crd::BasetenSecret;
 use crate::prune::prune;
+use crate::reconcile::gather;
+use crate::secrets::catch_up_digests;
 use crate::selector::SecretSelector;
 use crate::watch::{Events, merge_namespaces, watch_backoff, watch_config};
 
@@ -160,16 +162,59 @@ pub fn readers_of(
     move |secret| {
         let namespace = secret.namespace().unwrap_or_default();
         let version = secret.metadata.resource_version.as_deref();
-        let readers = ctx.index.saw(&namespace, &secret.name_any(), version);
+        let name = secret.name_any();
+        let readers = ctx.index.saw(&namespace, &name, version);
         readers
             .into_iter()
             .filter(|reader| {
-                let alive = store.get(reader).is_some();
-                if !alive {
+                let Some(object) = store.get(reader) else {
                     forget(&ctx, reader);
-                }
-                alive
+                    return false;
+                };
+                version.is_none_or(|v| !gather::unchanged_by(&object, &ctx, &name, v))
             })
             .collect()
+    }
+}
+
+/// The Secrets the resources read, as `secrets` watches them, each one that several
+/// resources read read once per new version before its readers are mapped, so that
+/// `readers_of` wakes only those whose key changed: one key of a thousand changed then costs
+/// one reconcile, not a thousand.
+pub fn read_secrets(
+    client: &kube::Client,
+    namespaces: &Namespaces,
+    ctx: Arc<Context>,
+) -> BoxStream<'static, watcher::Result<PartialObjectMeta<Secret>>> {
+    secrets(client, namespaces, ctx.secret_selector.as_ref())
+        .then(move |event| {
+            let ctx = ctx.clone();
+            async move {
+                if let Ok(secret) = &event {
+                    catch_up(&ctx, secret).await;
+                }
+                event
+            }
+        })
+        .boxed()
+}
+
+async fn catch_up(ctx: &Context, secret: &PartialObjectMeta<Secret>) {
+    let namespace = secret.namespace().unwrap_or_default();
+    let name = secret.name_any();
+    let Some(version) = secret.metadata.resource_version.as_deref() else {
+        return;
+    };
+    if ctx.index.reader_count(&namespace, &name) > 1 {
+        let selector = ctx.secret_selector.as_ref();
+        catch_up_digests(
+            &ctx.client,
+            &namespace,
+            &name,
+            version,
+            selector,
+            &ctx.digests,
+        )
+        .await;
     }
 }

@@ -125,9 +125,6 @@ pub fn seen(object: &BasetenSecret, ctx: &Context, namespace: &str, name: &str) 
         ctx.digests.forget(namespace, &unread);
     }
     let secret_version = ctx.index.seen_version(namespace, secret);
-    let key = object.spec.secret_ref.key.as_str();
-    let digest = (secret_version.as_deref())
-        .and_then(|version| ctx.digests.digest(namespace, secret, version, key));
     let winner = ctx
         .claims
         .winner(&Target::of(object))
@@ -135,17 +132,56 @@ pub fn seen(object: &BasetenSecret, ctx: &Context, namespace: &str, name: &str) 
     Seen {
         recall: recall(object, ctx),
         winner,
-        inputs: Inputs {
-            secret: secret.to_string(),
-            secret_version,
-            key_version: ctx.credentials.key_version(&ctx.index, object),
-            generation: object.metadata.generation.unwrap_or_default(),
-            force_token: force_token(object),
-            digest,
-        },
+        inputs: inputs(object, ctx, namespace, secret_version),
         now: Instant::now(),
         jitter: rand::random_range(0.0..1.0),
     }
+}
+
+/// The inputs of `object` with its Secret at `secret_version`.
+fn inputs(
+    object: &BasetenSecret,
+    ctx: &Context,
+    namespace: &str,
+    secret_version: Option<String>,
+) -> Inputs {
+    let key_ref = &object.spec.secret_ref;
+    let digest = (secret_version.as_deref())
+        .and_then(|v| (ctx.digests).digest(namespace, &key_ref.name, v, &key_ref.key));
+    Inputs {
+        secret: key_ref.name.clone(),
+        secret_version,
+        key_version: ctx.credentials.key_version(&ctx.index, object),
+        generation: object.metadata.generation.unwrap_or_default(),
+        force_token: force_token(object),
+        digest,
+    }
+}
+
+/// Whether a resource is at rest with these inputs: the last reconcile that found Baseten up
+/// to date saw the same ones, and nothing is left to do. Pending deletions are retried by
+/// every reconcile, and drift waits for its repair, so neither ever counts as at rest.
+pub fn at_rest(recall: &Recall, inputs: &Inputs) -> bool {
+    let fingerprint = inputs.seen_fingerprint();
+    fingerprint.is_some()
+        && recall.settled == fingerprint
+        && recall.status.pending_deletions.is_empty()
+        && recall.memory.drift.is_none()
+}
+
+/// Whether version `version` of Secret `secret` leaves `object` at rest: the resource reads
+/// only its value from that Secret (not its API key), the digest of its key there is known
+/// and is the one it was last settled with. Its reconcile would then read nothing and write
+/// nothing, so the Secret's watch need not wake it.
+pub fn unchanged_by(object: &BasetenSecret, ctx: &Context, secret: &str, version: &str) -> bool {
+    let spec = &object.spec;
+    let api_key_here = (spec.api_key_ref.as_ref()).is_some_and(|r| r.name == secret);
+    if spec.secret_ref.name != secret || api_key_here {
+        return false;
+    }
+    let namespace = object.namespace().unwrap_or_default();
+    let inputs = inputs(object, ctx, &namespace, Some(version.to_string()));
+    inputs.digest.is_some() && at_rest(&recall(object, ctx), &inputs)
 }
 
 /// The force-sync token of the resource, if any.

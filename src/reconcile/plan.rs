@@ -7,7 +7,7 @@ use std::time::Duration;
 use kube::ResourceExt;
 
 use super::decide::{Decision, decide};
-use super::gather::{Readable, Recall, Seen};
+use super::gather::{Readable, Recall, Seen, at_rest};
 use super::pending::{self, Failed, is_other};
 use super::retry::{jittered_by, retry_delay};
 use super::step::{Note, Step, Then, base, concluded, outcome};
@@ -54,11 +54,7 @@ pub fn first(object: &BasetenSecret, seen: &Seen) -> Next {
             concluded(recall, None),
         ));
     }
-    // Pending deletions are retried by every reconcile, so they never count as settled.
-    let unchanged = recall.settled.is_some()
-        && recall.settled == seen.inputs.seen_fingerprint()
-        && recall.status.pending_deletions.is_empty();
-    if unchanged && recall.memory.drift.is_none() {
+    if at_rest(recall, &seen.inputs) {
         // Typically the echo of our own status write: the Secret is as last read.
         return Next::Unchanged(Step::nothing(base(recall)));
     }
