@@ -2,16 +2,37 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: all build release test fmt-check clippy unit-and-integration bench bench-smoke controlplane crds env-up env-down demo dev clean-dev
+.PHONY: all build release image tools lint-workflows test fmt-check clippy unit-and-integration bench bench-smoke controlplane crds env-up env-down demo dev clean-dev
 
 all: build
 
 build:
 	$(CARGO) build --workspace --bins
 
-## The operator's release binary, built exactly as the Dockerfile builds it.
+## The release binary: static, linked against musl, built exactly as the Dockerfile builds it.
+## It is what the image holds and what the bench measures.
+MUSL_TARGET := $(shell uname -m)-unknown-linux-musl
+RELEASE_BIN := target/$(MUSL_TARGET)/release/baseten-secrets-operator
 release:
-	$(CARGO) build --release --locked --bin baseten-secrets-operator
+	hack/musl.sh $(MUSL_TARGET)
+	TARGET_CC=musl-gcc $(CARGO) build --release --locked --target $(MUSL_TARGET) --bin baseten-secrets-operator
+
+## The image, with no container engine: the release binary alone, as 65532, in an OCI archive
+## that docker, podman, containerd and skopeo load (target/image/baseten-secrets-operator.tar).
+IMAGE_TAR := target/image/baseten-secrets-operator.tar
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+IMAGE_ARCH := $(subst aarch64,arm64,$(subst x86_64,amd64,$(shell uname -m)))
+image: release
+	@mkdir -p $(dir $(IMAGE_TAR))
+	python3 hack/oci-image.py $(RELEASE_BIN) $(VERSION) $(IMAGE_ARCH) $(IMAGE_TAR)
+
+## Other tools, built from pinned Go modules (tests/tools) into target/tools/bin: actionlint.
+tools:
+	tests/tools/build.sh
+
+## Lints the release workflow, which cannot run here (`make test` runs it).
+lint-workflows: tools
+	target/tools/bin/actionlint -no-color .github/workflows/*.yml
 
 ## Builds etcd, kube-apiserver, kube-controller-manager and kubectl from upstream Go modules
 ## into target/controlplane/bin (once; rebuilt only when the pinned versions change).
@@ -24,7 +45,7 @@ crds:
 	$(CARGO) run --quiet --bin crdgen sets > crds/basetensecretsets.yaml
 
 ## Everything: formatting, lints, unit, contract and integration tests, no leftover processes.
-test: controlplane fmt-check clippy unit-and-integration bench-smoke
+test: controlplane fmt-check clippy lint-workflows image unit-and-integration bench-smoke
 	@echo "fault table (tests/faults.rs):" && cat target/fault-table.md
 	hack/check-no-leftovers.sh
 

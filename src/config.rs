@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(long, env = "BASETEN_URL", default_value = DEFAULT_BASE_URL)]
     pub baseten_url: String,
 
-    /// PEM file of CA certificates to trust for Baseten besides the system's (for example a corporate proxy's).
+    /// PEM file of CA certificates to trust for Baseten besides the Mozilla roots compiled into the binary (for example a corporate proxy's).
     #[arg(long, env = "BASETEN_CA_FILE")]
     pub baseten_ca_file: Option<PathBuf>,
 

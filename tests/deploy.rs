@@ -765,23 +765,43 @@ fn every_overlay_ships_the_admission_policy_but_the_one_for_clusters_before_1_30
 fn the_dockerfile_builds_the_binary_exactly_as_make_release_does() {
     let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
     let makefile = std::fs::read_to_string(repo().join("Makefile")).unwrap();
-    let build = "build --release --locked --bin baseten-secrets-operator";
+    // One static binary, for the musl target of the machine's architecture.
+    let build = |cargo: &str, target: &str| {
+        format!(
+            "TARGET_CC=musl-gcc {cargo} build --release --locked --target {target} --bin baseten-secrets-operator"
+        )
+    };
     assert!(
-        dockerfile.contains(&format!("RUN cargo {build}")),
+        dockerfile.contains(&build("cargo", "\"$target\"")),
         "{dockerfile}"
     );
-    let release = makefile
-        .split("\nrelease:")
-        .nth(1)
-        .and_then(|rest| rest.lines().nth(1))
-        .unwrap_or_default();
-    assert_eq!(release.trim(), format!("$(CARGO) {build}"));
+    assert!(dockerfile.contains("target=\"$(uname -m)-unknown-linux-musl\""));
+    assert!(makefile.contains("MUSL_TARGET := $(shell uname -m)-unknown-linux-musl"));
+    let release: Vec<&str> = (makefile.split("\nrelease:").nth(1).unwrap_or_default())
+        .lines()
+        .skip(1)
+        .take_while(|line| line.starts_with('\t'))
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        release,
+        [
+            "hack/musl.sh $(MUSL_TARGET)",
+            &build("$(CARGO)", "$(MUSL_TARGET)")
+        ]
+    );
+    assert!(makefile.contains("image: release"), "the image holds it");
     assert!(
         makefile.contains("bench-smoke: controlplane release"),
         "make test builds it"
     );
-    // A non-root final stage with CA certificates.
+    // The final stage is that binary alone, not root.
     let last_stage = dockerfile.rsplit("\nFROM ").next().unwrap();
-    assert!(last_stage.contains("ca-certificates"), "{last_stage}");
+    assert!(last_stage.starts_with("scratch\n"), "{last_stage}");
     assert!(last_stage.contains("USER 65532:65532"), "{last_stage}");
+    // And `docker build` sends no build output or history to the engine.
+    let ignored = std::fs::read_to_string(repo().join(".dockerignore")).unwrap();
+    for folder in ["target/", ".git/"] {
+        assert!(ignored.lines().any(|line| line == folder), "{ignored}");
+    }
 }

@@ -69,7 +69,7 @@ pub enum Deleted {
 pub struct Transport {
     /// Time allowed for one request, connection included.
     pub request_timeout: Duration,
-    /// CA certificates trusted besides the system's (a corporate proxy's, a test CA).
+    /// CA certificates trusted besides the compiled-in Mozilla roots (a corporate proxy's, a test CA).
     pub extra_roots: Vec<reqwest::Certificate>,
     /// Where requests are counted, if anywhere.
     pub metrics: Option<Arc<Metrics>>,
@@ -83,6 +83,15 @@ impl Default for Transport {
             metrics: None,
         }
     }
+}
+
+/// The CAs Baseten's certificate may chain to: Mozilla's roots, compiled into the binary so
+/// that it needs no system trust store (its image has none), and the extra ones configured.
+fn trusted_roots(extra: &[reqwest::Certificate]) -> Vec<reqwest::Certificate> {
+    (webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter())
+        .filter_map(|root| reqwest::Certificate::from_der(root).ok())
+        .chain(extra.iter().cloned())
+        .collect()
 }
 
 /// A client for one Baseten API key.
@@ -120,7 +129,7 @@ impl BasetenClient {
         let http = reqwest::Client::builder()
             .timeout(transport.request_timeout)
             .connect_timeout(CONNECT_TIMEOUT)
-            .tls_certs_merge(transport.extra_roots.iter().cloned())
+            .tls_certs_only(trusted_roots(&transport.extra_roots))
             .user_agent(concat!(
                 "baseten-secrets-operator/",
                 env!("CARGO_PKG_VERSION")

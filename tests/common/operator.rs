@@ -149,6 +149,9 @@ pub struct OperatorOptions {
     pub kube_proxy: bool,
     /// --kube-timeout-seconds, when set.
     pub kube_timeout_seconds: Option<u64>,
+    /// The program (and its first arguments) to run instead of this build's operator
+    /// binary: the image's binary, say, under `chroot`.
+    pub command: Option<Vec<String>>,
 }
 
 /// How an overlay runs the operator: its Deployment's arguments and its ServiceAccount.
@@ -244,6 +247,7 @@ impl Default for OperatorOptions {
             start: true,
             kube_proxy: false,
             kube_timeout_seconds: None,
+            command: None,
         }
     }
 }
@@ -406,14 +410,19 @@ impl Harness {
                 .to_string(),
         };
         env.push(("KUBECONFIG", &kubeconfig));
-        Supervised::spawn_with_env(
-            &PathBuf::from(env!("CARGO_BIN_EXE_baseten-secrets-operator")),
-            &args,
-            &env,
-            log,
-            None,
-        )
-        .expect("start operator")
+        let (program, args) = match &self.options.command {
+            Some(command) => (PathBuf::from(&command[0]), [&command[1..], &args].concat()),
+            None => (
+                PathBuf::from(env!("CARGO_BIN_EXE_baseten-secrets-operator")),
+                args,
+            ),
+        };
+        Supervised::spawn_with_env(&program, &args, &env, log, None).expect("start operator")
+    }
+
+    /// The folder of this test's files: the operator's kubeconfig, key file and CA.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     fn key_file_path(&self) -> PathBuf {

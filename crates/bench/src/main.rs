@@ -7,7 +7,8 @@
 //! Parameters come from the environment: `BENCH_N` resources (1000), `BENCH_VALUE_BYTES`
 //! (4096), `BENCH_NOISE` unrelated 64 KiB Secrets (2×N), `BENCH_STEADY_SECS` (300),
 //! `BENCH_UPDATES` propagation samples (200), `BENCH_OUT` (target/bench), `BENCH_OPERATOR`
-//! (target/release/baseten-secrets-operator), `BENCH_STRICT=1` to fail when a correctness
+//! (the static release binary `make release` builds, the one the image holds:
+//! target/<arch>-unknown-linux-musl/release/baseten-secrets-operator), `BENCH_STRICT=1` to fail when a correctness
 //! figure (anything that must be zero, every resource Ready) misses.
 
 mod plot;
@@ -77,7 +78,12 @@ impl Params {
                 .unwrap_or_else(|| root.join("target/bench")),
             operator: std::env::var_os("BENCH_OPERATOR")
                 .map(PathBuf::from)
-                .unwrap_or_else(|| root.join("target/release/baseten-secrets-operator")),
+                .unwrap_or_else(|| {
+                    let arch = std::env::consts::ARCH;
+                    root.join(format!(
+                        "target/{arch}-unknown-linux-musl/release/baseten-secrets-operator"
+                    ))
+                }),
             strict: env_or("BENCH_STRICT", 0u8)? == 1,
         })
     }
