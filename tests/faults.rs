@@ -439,3 +439,42 @@ async fn a_throttled_key_never_stalls_the_writes_of_another_key() {
         "tenant B waited {took:?} behind tenant A's throttled key"
     );
 }
+
+#[tokio::test]
+async fn a_resource_deleted_while_its_write_is_in_flight_ends_quietly() {
+    let h = Harness::start("fault-gone").await;
+    h.fault(
+        json!({"path_prefix": "/v1/secrets", "method": "POST", "latency_ms": 1500, "count": 1}),
+    )
+    .await;
+    h.apply_secret("creds", &[("token", b"late")], json!({}))
+        .await;
+    h.apply_bts(
+        "brief",
+        json!({"secretRef": {"name": "creds", "key": "token"}}),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    // The write has been decided and is waiting on the slow answer: delete the resource
+    // (Retain keeps no finalizer, so it is gone at once).
+    h.poll_until_logged("brief", "decision=FirstWrite").await;
+    h.bts_api()
+        .delete("brief", &Default::default())
+        .await
+        .unwrap();
+    h.wait_baseten("brief", "the slow write", |s| s.value == "late")
+        .await;
+    h.barrier().await;
+    assert_eq!(
+        h.logged("brief", "the resource is gone; nothing to record"),
+        1,
+        "the status write met the deleted resource: {}",
+        h.operator_logs()
+    );
+    let logs = h.operator_logs();
+    assert!(
+        !logs.contains(" WARN "),
+        "a deleted resource is not a failure: {logs}"
+    );
+}

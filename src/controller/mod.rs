@@ -191,6 +191,10 @@ fn log_result(result: Reconciled) {
         }
         // error_policy has logged it.
         Err(controller::Error::ReconcilerFailed(..)) => {}
+        // A wake-up (a requeue, a Secret's change) for a resource deleted meanwhile.
+        Err(controller::Error::ObjectNotFound(object)) => {
+            debug!(namespace = object.namespace.as_deref().unwrap_or(""), name = %object.name, "woken after its deletion")
+        }
         Err(error) => warn!(error = %error, "controller error"),
     }
 }

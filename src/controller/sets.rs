@@ -107,6 +107,10 @@ pub async fn run(
                 match result {
                     Ok((set, _)) => debug!(name = %set.name, "set reconciled"),
                     Err(controller::Error::ReconcilerFailed(..)) => {}
+                    // Woken by a Secret's change after the set's deletion.
+                    Err(controller::Error::ObjectNotFound(set)) => {
+                        debug!(name = %set.name, "set woken after its deletion")
+                    }
                     Err(error) => warn!(error = %error, "set controller error"),
                 }
             })

@@ -7,7 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::step::{Note, Step, Then};
 use crate::context::{Context, FIELD_MANAGER};
@@ -39,6 +39,12 @@ pub async fn finish(
         match write_status(object, ctx, current, namespace, outcome).await {
             Ok(Some(written)) => change.written_status = Some(Some(written)),
             Ok(None) => {}
+            Err(Error::Kube(kube::Error::Api(status))) if status.code == 404 => {
+                // Deleted while this pass ran (a set dropping a child, say): nothing is left
+                // to record, and its delete event forgets what was remembered.
+                debug!("the resource is gone; nothing to record");
+                return Ok(Action::await_change());
+            }
             Err(error) => {
                 // A failed write's retry time must survive a failed status patch.
                 let retry = Change {
