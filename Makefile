@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: all build release image tools lint-workflows test fmt-check clippy unit-and-integration bench bench-smoke controlplane crds env-up env-down demo dev clean-dev
+.PHONY: all build release image tools manifests lint-workflows test fmt-check clippy unit-and-integration bench bench-smoke controlplane crds env-up env-down demo dev clean-dev
 
 all: build
 
@@ -26,7 +26,8 @@ image: release
 	@mkdir -p $(dir $(IMAGE_TAR))
 	python3 hack/oci-image.py $(RELEASE_BIN) $(VERSION) $(IMAGE_ARCH) $(IMAGE_TAR)
 
-## Other tools, built from pinned Go modules (tests/tools) into target/tools/bin: actionlint.
+## Other tools, built from pinned Go modules (tests/tools) into target/tools/bin: actionlint,
+## helm and promtool, and the Prometheus Operator's CRDs into target/tools/crds.
 tools:
 	tests/tools/build.sh
 
@@ -43,6 +44,12 @@ controlplane:
 crds:
 	$(CARGO) run --quiet --bin crdgen > crds/basetensecrets.yaml
 	$(CARGO) run --quiet --bin crdgen sets > crds/basetensecretsets.yaml
+	cp crds/basetensecrets.yaml crds/basetensecretsets.yaml charts/baseten-secrets-operator/crds/
+
+## Renders deploy/base's files and the components' resources from the Helm chart, their one
+## source (tests/chart.rs fails when the committed files drift from it).
+manifests: tools
+	hack/render-manifests.sh
 
 ## Everything: formatting, lints, unit, contract and integration tests, no leftover processes.
 test: controlplane fmt-check clippy lint-workflows image unit-and-integration bench-smoke

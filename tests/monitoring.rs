@@ -2,18 +2,18 @@
 //! both in deploy/overlays/monitoring): the ServiceMonitor and the PrometheusRule are valid
 //! objects of the Prometheus Operator's CRDs, applied to the real apiserver with strict field
 //! validation; the NetworkPolicy applies and lets in the metrics port only; and every query of
-//! the alerts and the dashboard names only series that a live scrape of the operator shows.
+//! the alerts and the dashboard names only series that a live scrape of the operator shows;
+//! promtool (from its Go module) checks the rules, runs their unit tests
+//! (tests/monitoring/alerts.test.yaml) and parses every dashboard query.
 
 mod common;
 
 use std::collections::BTreeSet;
 
-use common::manifests::{rendered, repo};
+use common::manifests::{install_prometheus_operator_crds, rendered, repo};
 use common::operator::Harness;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, ValidationDirective};
 use kube::discovery::{ApiResource, Discovery};
-use kube::runtime::wait::{await_condition, conditions};
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "baseten-secrets-operator";
@@ -32,31 +32,6 @@ fn of_kind(objects: &[Value], kind: &str) -> Value {
     let found: Vec<&Value> = objects.iter().filter(|o| o["kind"] == kind).collect();
     assert_eq!(found.len(), 1, "one {kind}");
     found[0].clone()
-}
-
-/// Installs the Prometheus Operator's CRDs that `tests/tools/build.sh` copied.
-async fn install_prometheus_operator_crds(client: &kube::Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for kind in ["servicemonitors", "prometheusrules"] {
-        let path = repo().join(format!(
-            "target/tools/crds/monitoring.coreos.com_{kind}.yaml"
-        ));
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}; `make tools` copies it", path.display()));
-        let crd: CustomResourceDefinition = serde_yaml_ng::from_str(&text).unwrap();
-        let name = crd.metadata.name.clone().unwrap();
-        let apply = PatchParams::apply("monitoring-test").force();
-        crds.patch(&name, &apply, &Patch::Apply(&crd))
-            .await
-            .unwrap();
-        tokio::time::timeout(
-            std::time::Duration::from_secs(30),
-            await_condition(crds.clone(), &name, conditions::is_crd_established()),
-        )
-        .await
-        .expect("CRD established in time")
-        .unwrap();
-    }
 }
 
 /// Server-side apply of `object` in dry-run with strict field validation: an unknown or
@@ -252,4 +227,115 @@ async fn every_alert_and_dashboard_query_reads_series_the_operator_serves() {
         alerts.len() + panels.len(),
         read.len()
     );
+}
+
+/// promtool, built from its Go module by `make tools`: its output, and whether it passed.
+fn promtool(args: &[&str], dir: &std::path::Path) -> (bool, String) {
+    let program = repo().join("target/tools/bin/promtool");
+    assert!(
+        program.exists(),
+        "{}: `make tools` builds it",
+        program.display()
+    );
+    let out = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run promtool");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+/// Writes the PrometheusRule's groups as a plain Prometheus rules file.
+fn write_rules(dir: &std::path::Path, spec: &Value) {
+    let text = serde_yaml_ng::to_string(spec).unwrap();
+    std::fs::write(dir.join("rules.yaml"), text).unwrap();
+}
+
+#[test]
+fn the_alerts_pass_promtool_and_fire_and_clear_on_synthetic_series() {
+    let rule = of_kind(&monitoring_objects(), "PrometheusRule");
+    let dir = tempfile::tempdir().unwrap();
+    write_rules(dir.path(), &rule["spec"]);
+    let (ok, said) = promtool(&["check", "rules", "rules.yaml"], dir.path());
+    assert!(ok && said.contains("SUCCESS: 4 rules found"), "{said}");
+
+    let tests = std::fs::read_to_string(repo().join("tests/monitoring/alerts.test.yaml")).unwrap();
+    std::fs::write(dir.path().join("alerts.test.yaml"), &tests).unwrap();
+    // Every alert has unit tests that see it fire.
+    for alert in rule["spec"]["groups"][0]["rules"].as_array().unwrap() {
+        let name = alert["alert"].as_str().unwrap();
+        assert!(
+            tests.contains(&format!("alertname: {name}")),
+            "{name} untested"
+        );
+    }
+    let (ok, said) = promtool(&["test", "rules", "alerts.test.yaml"], dir.path());
+    assert!(ok, "promtool test rules:\n{said}");
+
+    // The positive control: an alert that waits longer than the tests expect fails them.
+    let mut slow = rule["spec"].clone();
+    slow["groups"][0]["rules"][0]["for"] = json!("30m");
+    write_rules(dir.path(), &slow);
+    let (ok, said) = promtool(&["test", "rules", "alerts.test.yaml"], dir.path());
+    assert!(!ok, "a 30 m alert passed tests written for 15 m:\n{said}");
+}
+
+#[test]
+fn every_dashboard_query_parses_as_promql() {
+    let (_, panels) = queries(&monitoring_objects());
+    let as_rules = |queries: Vec<String>| {
+        let rules: Vec<Value> = (queries.iter().enumerate())
+            .map(|(i, expr)| json!({"record": format!("dashboard:query_{i}"), "expr": expr}))
+            .collect();
+        json!({"groups": [{"name": "dashboard", "rules": rules}]})
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let count = panels.len();
+    assert!(count >= 9, "{panels:?}");
+    write_rules(
+        dir.path(),
+        &as_rules(panels.into_iter().map(|(_, q)| q).collect()),
+    );
+    let (ok, said) = promtool(&["check", "rules", "rules.yaml"], dir.path());
+    assert!(
+        ok && said.contains(&format!("SUCCESS: {count} rules found")),
+        "{said}"
+    );
+    // The positive control: a query that does not parse is refused.
+    write_rules(dir.path(), &as_rules(vec!["sum(rate(x[5m])".into()]));
+    let (ok, said) = promtool(&["check", "rules", "rules.yaml"], dir.path());
+    assert!(!ok, "an unbalanced query passed: {said}");
+}
+
+#[test]
+fn the_readme_shows_the_alerts_the_prometheus_rule_ships() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let block = readme
+        .split("```promql\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README's alert block");
+    let shown: Vec<(String, String)> = (block.lines())
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| {
+            let (expr, wait) = line
+                .split_once("# for:")
+                .expect("an expression and its for");
+            (expr.trim().to_string(), wait.trim().to_string())
+        })
+        .collect();
+    let rule = of_kind(&monitoring_objects(), "PrometheusRule");
+    let shipped: Vec<(String, String)> = (rule["spec"]["groups"][0]["rules"].as_array().unwrap())
+        .iter()
+        .map(|r| {
+            let expr = r["expr"].as_str().unwrap().to_string();
+            (expr, r["for"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(shown, shipped);
 }
