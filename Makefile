@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: all build release image tools manifests lint-workflows test fmt-check clippy unit-and-integration bench bench-smoke controlplane crds env-up env-down demo dev clean-dev
+.PHONY: all build release image tools manifests node e2e lint-workflows test fmt-check clippy unit-and-integration bench bench-smoke controlplane crds env-up env-down demo dev clean-dev
 
 all: build
 
@@ -34,6 +34,16 @@ tools:
 ## Lints the release workflow, which cannot run here (`make test` runs it).
 lint-workflows: tools
 	target/tools/bin/actionlint -no-color .github/workflows/*.yml
+
+## The node's kubelet, kube-scheduler and kube-proxy, from the same pinned module (for e2e).
+node:
+	tests/controlplane/build.sh node
+
+## The operator as users run it: the image on a real one-node cluster in a private network
+## namespace (kubelet, containerd, runc, CNI), each overlay, HA failover and the Helm chart.
+## Needs root; installs Debian's containerd, runc and CNI plugins the first time.
+e2e: controlplane node tools image
+	VERSION=$(VERSION) IMAGE_TAR=$(IMAGE_TAR) hack/e2e/run.sh
 
 ## Builds etcd, kube-apiserver, kube-controller-manager and kubectl from upstream Go modules
 ## into target/controlplane/bin (once; rebuilt only when the pinned versions change).

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Assembles the operator's image from one static binary, with no container engine.
 
-    hack/oci-image.py BINARY VERSION ARCH OUT.tar
+    hack/oci-image.py BINARY VERSION ARCH OUT.tar [NAME [USER]]
 
 OUT.tar holds an OCI image layout (index.json, blobs/) and Docker's manifest.json beside
 it, so `docker load`, `podman load`, `ctr images import` and `skopeo copy oci-archive:`
 all take it. The image has one layer with the binary at /baseten-secrets-operator, runs as
 65532:65532 and has nothing else: no shell, no libraries, no package manager. The same
-binary and version give the same bytes, so the digest is reproducible.
+binary and version give the same bytes, so the digest is reproducible. NAME and USER
+(default baseten-secrets-operator and 65532:65532) make another one-binary image the same way;
+`make e2e` builds the node's pause image so.
 """
 
 import gzip
@@ -17,8 +19,8 @@ import json
 import sys
 import tarfile
 
-NAME = "baseten-secrets-operator"
-USER = "65532:65532"
+DEFAULT_NAME = "baseten-secrets-operator"
+DEFAULT_USER = "65532:65532"
 
 
 def tar_bytes(members):
@@ -39,22 +41,24 @@ def digest(data):
 
 
 def main():
-    if len(sys.argv) != 5:
+    if len(sys.argv) not in (5, 6, 7):
         sys.exit(__doc__)
-    binary, version, arch, out = sys.argv[1:]
+    binary, version, arch, out = sys.argv[1:5]
+    name = sys.argv[5] if len(sys.argv) > 5 else DEFAULT_NAME
+    user = sys.argv[6] if len(sys.argv) > 6 else DEFAULT_USER
     with open(binary, "rb") as f:
         program = f.read()
-    layer = tar_bytes([(NAME, program, 0o755)])
+    layer = tar_bytes([(name, program, 0o755)])
     compressed = gzip.compress(layer, compresslevel=9, mtime=0)
     config = json.dumps(
         {
             "architecture": arch,
             "os": "linux",
             "config": {
-                "User": USER,
-                "Entrypoint": ["/" + NAME],
+                "User": user,
+                "Entrypoint": ["/" + name],
                 "Labels": {
-                    "org.opencontainers.image.title": NAME,
+                    "org.opencontainers.image.title": name,
                     "org.opencontainers.image.version": version,
                     "org.opencontainers.image.licenses": "Apache-2.0",
                 },
@@ -83,7 +87,7 @@ def main():
         },
         sort_keys=True,
     ).encode()
-    tag = f"{NAME}:{version}"
+    tag = f"{name}:{version}"
     index = json.dumps(
         {
             "schemaVersion": 2,

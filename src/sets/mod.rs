@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
@@ -27,6 +28,9 @@ use children::{SET_MANAGER, apply_child, delete_child, is_child_of, read_keys};
 use context::{Listing, SetContext};
 use naming::{Rules, plan};
 use report::{Found, status_of};
+
+/// Generated BasetenSecrets applied at once.
+const PARALLEL_APPLIES: usize = 8;
 
 /// How long a set waits for the BasetenSecret cache to be filled before it compares.
 const CACHE_WAIT: Duration = Duration::from_secs(1);
@@ -148,7 +152,7 @@ async fn converge(
     wanted: &[naming::Wanted],
 ) -> Result<Vec<String>> {
     let mut taken = Vec::new();
-    let mut wrote = 0;
+    let mut applies = Vec::new();
     for want in wanted {
         let existing = ctx
             .children
@@ -157,10 +161,17 @@ async fn converge(
             taken.push(want.child.clone());
             continue;
         }
-        if apply_child(set, ctx, namespace, want, existing.as_deref()).await? {
-            wrote += 1;
-        }
+        applies
+            .push(async move { apply_child(set, ctx, namespace, want, existing.as_deref()).await });
     }
+    // Several at once: one after the other, a thousand applies take about as long as
+    // Baseten's rate limit lets a thousand writes through, and the children would trail.
+    let wrote = futures::stream::iter(applies)
+        .buffer_unordered(PARALLEL_APPLIES)
+        .try_fold(0, |wrote, applied| async move {
+            Ok(wrote + usize::from(applied))
+        })
+        .await?;
     let keep: BTreeSet<&str> = wanted.iter().map(|w| w.child.as_str()).collect();
     for child in children_of(set, ctx) {
         let name = child.name_any();
