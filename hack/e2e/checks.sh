@@ -91,7 +91,8 @@ available() { # available NAMESPACE DEPLOYMENT REPLICAS
   local restarts
   restarts=$(kubectl -n "$1" get pods -l "app.kubernetes.io/name=$2" \
     -o jsonpath='{range .items[*]}{.status.containerStatuses[0].restartCount}{"\n"}{end}' | sort -u)
-  [ "$restarts" = 0 ] || fail "$1/$2 restarted: $restarts"
+  [ "$restarts" = 0 ] || fail "$1/$2 restarted: $restarts; $(kubectl -n "$1" describe pods 2>&1 | tail -30)"
+
 }
 
 # The pod the operator's Lease names, with leader election.

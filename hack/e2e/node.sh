@@ -18,13 +18,16 @@ NODE=e2e-node
 RUN=/run/$NETNS
 SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops)
 
-in_ns() { ip netns exec "$NETNS" "$@"; }
+# nsenter, not `ip netns exec`: that one remounts /sys, which hides the cgroup mounts the
+# kubelet and runc need.
+in_ns() { nsenter --net="/run/netns/$NETNS" "$@"; }
 
 # start NAME CMD...: a daemon in the namespace, its log in DIR/logs/NAME.log.
 start() {
   local name=$1
   shift
-  in_ns "$@" >"$dir/logs/$name.log" 2>&1 &
+  # nsenter itself, not a function: $! must be the pid that becomes the daemon.
+  nsenter --net="/run/netns/$NETNS" "$@" >"$dir/logs/$name.log" 2>&1 &
   echo $! >"$dir/pids/$name"
 }
 
@@ -144,9 +147,21 @@ EOF
   wait_for containerd 30 ctr --address "$RUN/containerd.sock" version
 }
 
-# load TAR: an image archive into the cluster's containerd, under the name the kubelet asks for.
+# load TAR: an image archive into the cluster's containerd, under the name the kubelet asks
+# for. Only the archive's Docker part is given to ctr: it names images by their RepoTags,
+# normalised as the kubelet normalises an image reference, where an OCI index's name
+# annotation would be taken as it is.
 load() {
-  ctr --address "$RUN/containerd.sock" -n k8s.io images import --no-unpack "$1" >/dev/null
+  local docker=$dir/images/docker-$(basename "$1")
+  python3 - "$1" "$docker" <<'PY'
+import sys, tarfile
+with tarfile.open(sys.argv[1]) as source, tarfile.open(sys.argv[2], "w") as out:
+    for member in source.getmembers():
+        if member.name not in ("index.json", "oci-layout"):
+            out.addfile(member, source.extractfile(member))
+PY
+  ctr --address "$RUN/containerd.sock" -n k8s.io images import "$docker" >/dev/null
+  rm -f "$docker"
 }
 
 control_plane_up() {
@@ -243,6 +258,8 @@ down() {
   fi
   pkill -f "containerd-shim-runc-v2 .*-address $RUN/containerd.sock" 2>/dev/null || true
   for name in kube-scheduler kube-controller-manager kube-apiserver etcd containerd; do stop "$name"; done
+  # Anything of an earlier run whose pid file is lost: every daemon names a file of $dir.
+  pkill -9 -f -- "--?(config|kubeconfig|data-dir)[= ]$dir/" 2>/dev/null || true
   # What is left mounted under the node's folders (pod volumes, container roots, netns files).
   grep -E " ($dir|$RUN)/" /proc/self/mounts | awk '{print $2}' | sort -r | while read -r mount; do
     umount -l "$mount" 2>/dev/null || true
@@ -280,5 +297,6 @@ case $command in
   up) dir=$(mkdir -p "$1" && cd "$1" && pwd); up ;;
   down) dir=$(mkdir -p "$1" && cd "$1" && pwd); down ;;
   exec) in_ns "$@" ;;
-  *) echo "usage: node.sh up|down DIR, or node.sh exec CMD..." >&2; exit 2 ;;
+  load) dir=$(cd "$1" && pwd); load "$2" ;;
+  *) echo "usage: node.sh up|down DIR, node.sh load DIR TAR, or node.sh exec CMD..." >&2; exit 2 ;;
 esac

@@ -8,7 +8,7 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
 export E2E_DIR=${E2E_DIR:-$repo/target/e2e}
 export NETNS=${NETNS:-bso-e2e}
-VERSION=${VERSION:?the image's tag}
+VERSION=${VERSION:?the tag of the image}
 IMAGE_TAR=${IMAGE_TAR:-target/image/baseten-secrets-operator.tar}
 node=hack/e2e/node.sh
 started=$(date +%s)
@@ -31,7 +31,7 @@ finish() {
 trap finish EXIT INT TERM
 
 "$node" up "$E2E_DIR"
-ctr --address "/run/$NETNS/containerd.sock" -n k8s.io images import --no-unpack "$IMAGE_TAR" >/dev/null
+"$node" load "$E2E_DIR" "$IMAGE_TAR"
 echo "e2e: node up in $(( $(date +%s) - started ))s"
 
 "$node" exec target/release/baseten-emulator --listen 10.200.0.1:18080 --api-key e2e-key \
